@@ -1,0 +1,16 @@
+"""The one exception type diffalign raises for bad input.
+
+The CLI turns it into a one-line message and a non-zero exit; Python users can catch it
+(it subclasses ``ValueError``, so ``except ValueError`` keeps working too).
+"""
+
+from __future__ import annotations
+
+
+class DiffalignError(ValueError):
+    """Bad input or an impossible request, with a message that names the bad value."""
+
+
+def choice_error(kind: str, value: object, valid: list[str]) -> DiffalignError:
+    """An error for an unknown name that lists the valid choices."""
+    return DiffalignError(f"unknown {kind} {value!r}; valid choices: {', '.join(sorted(valid))}")

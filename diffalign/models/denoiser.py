@@ -1,0 +1,128 @@
+"""The `Denoiser`: the one model abstraction every sampler, guidance wrapper and trainer uses.
+
+A denoiser knows its :class:`~diffalign.schedules.Schedule`, what its network predicts, the shape of one
+sample, how to encode conditioning and how to decode model space into reward space. Calling
+:meth:`Denoiser.predict` runs the network once on a batch and returns a :class:`Prediction` that offers
+x0, eps, v and the flow velocity alike.
+
+Cost accounting: :meth:`Denoiser.evals_for` is how many network passes one call spends per sample for
+the given conditioning (1 for a plain model, 2 for classifier-free guidance with two passes). :class:`NFECounter` multiplies it by the
+batch size, which is the NFE unit of the DTS paper and of design.md §3.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+
+from ..errors import DiffalignError
+from ..schedules import Schedule
+from .conditioning import Condition
+from .prediction import Prediction, check_prediction_kind
+
+
+class Denoiser(nn.Module):
+    """Base class. Subclasses implement :meth:`forward` (raw network output for (x, t, cond))."""
+
+    def __init__(self, schedule: Schedule, prediction: str, shape: tuple[int, ...]):
+        super().__init__()
+        self.schedule = schedule
+        self.prediction = check_prediction_kind(prediction)
+        self.shape = tuple(int(s) for s in shape)
+
+    # -- to implement ------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Condition = None) -> torch.Tensor:
+        """Raw network output for a batch x (B, *shape) at times t (B,) with encoded conditioning."""
+        raise NotImplementedError
+
+    # -- conditioning ------------------------------------------------------------------------
+    def encode_condition(self, cond: Any, batch_size: int) -> Condition:
+        """User conditioning -> a dict of batch-first tensors (``None``: unconditional)."""
+        if cond is None:
+            return None
+        if isinstance(cond, dict):
+            return cond
+        raise DiffalignError(f"{type(self).__name__} takes no conditioning; got {cond!r}")
+
+    def null_condition(self, batch_size: int) -> Condition:
+        """The conditioning of the unconditional branch of classifier-free guidance."""
+        return None
+
+    def evals_for(self, cond: Condition) -> int:
+        """Network passes per sample that one :meth:`predict` call spends with this conditioning."""
+        return 1
+
+    # -- use -----------------------------------------------------------------------------------
+    def predict(self, x: torch.Tensor, t, cond: Condition = None) -> Prediction:
+        t = _time_batch(t, x)
+        return Prediction.from_output(self.prediction, self(x, t, cond), x, t, self.schedule)
+
+    def decode(self, x0: torch.Tensor) -> torch.Tensor:
+        """Model space -> reward space (identity by default)."""
+        return x0
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        for p in self.parameters():
+            return p.dtype
+        return torch.float32
+
+
+def _time_batch(t, x: torch.Tensor) -> torch.Tensor:
+    t = torch.as_tensor(t, device=x.device)
+    if not t.is_floating_point():
+        t = t.to(torch.float64)
+    if t.ndim == 0:
+        t = t.expand(x.shape[0])
+    return t
+
+
+class FunctionDenoiser(Denoiser):
+    """Wrap any callable ``fn(x, t) -> tensor`` (or ``fn(x, t, cond)``) as a denoiser.
+
+    This is how analytic oracles (an exact Gaussian / GMM posterior mean) and user models outside
+    diffusers plug into every sampler. ``t`` reaches ``fn`` as a (B,) tensor of continuous times.
+
+    Args:
+        fn: the network; gets (x, t) when called unconditionally, (x, t, cond) otherwise.
+        schedule: a :class:`VPSchedule` or :class:`FlowSchedule`.
+        prediction: one of "x0", "eps", "v", "flow".
+        shape: the shape of one sample, e.g. ``(2,)``.
+        decode: optional model-space -> reward-space map.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., torch.Tensor],
+        schedule: Schedule,
+        prediction: str = "eps",
+        shape: tuple[int, ...] = (2,),
+        decode: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    ):
+        super().__init__(schedule, prediction, shape)
+        self.fn = fn
+        self._decode = decode
+
+    def forward(self, x, t, cond=None):
+        if cond is None:
+            return self.fn(x, t)
+        return self.fn(x, t, cond)
+
+    def encode_condition(self, cond, batch_size):
+        if cond is None or isinstance(cond, dict):
+            return cond
+        cond = torch.as_tensor(cond)
+        if cond.ndim == 0:
+            cond = cond.expand(batch_size)
+        return {"cond": cond}
+
+    def decode(self, x0):
+        return x0 if self._decode is None else self._decode(x0)

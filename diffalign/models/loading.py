@@ -1,0 +1,31 @@
+"""File reading with clear errors: a missing or corrupt file names itself and what to do."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import DiffalignError
+
+
+def read_json(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise DiffalignError(f"missing file {path}")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DiffalignError(f"corrupt JSON in {path}: {err}") from None
+
+
+def load_safetensors(path: Path) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise DiffalignError(f"missing weights file {path}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise DiffalignError(f"corrupt weights file {path}: {err}") from None
