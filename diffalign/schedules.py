@@ -43,8 +43,22 @@ class Schedule(ABC):
         """The timestep value the wrapped network was trained with, for continuous time t."""
 
     @abstractmethod
+    def time_from_model_timestep(self, timestep) -> torch.Tensor:
+        """Inverse of :meth:`model_timestep`."""
+
+    @abstractmethod
     def time_grid(self, steps: int) -> torch.Tensor:
         """A decreasing float64 grid of ``steps + 1`` times from the start (noise) to exactly 0."""
+
+    def time_grid_from_scheduler(self, scheduler, steps: int) -> torch.Tensor:
+        """The grid a diffusers scheduler would use (its ``timesteps`` as times, then 0).
+
+        diffusers schedulers serve only this purpose here: their spacing options ("leading",
+        "trailing", Karras, SD3's shift...) become a plain time grid; no ``scheduler.step`` is called.
+        """
+        scheduler.set_timesteps(self._check_steps(steps))
+        times = self.time_from_model_timestep(torch.as_tensor(scheduler.timesteps, dtype=torch.float64))
+        return torch.cat([times, torch.zeros(1, dtype=torch.float64)])
 
     def d_alpha(self, t) -> torch.Tensor:
         """d alpha / dt (autograd by default; schedules with closed forms override)."""
@@ -122,14 +136,20 @@ class VPSchedule(Schedule):
         return cls(scheduler.alphas_cumprod)
 
     # -- the convention ----------------------------------------------------------------------
-    def abar(self, t) -> torch.Tensor:
+    def _segment(self, t):
+        """(log abar at t, d log abar / dt), linear between the knots k / T."""
         t = _as_tensor(t)
         pos = t.to(torch.float64).clamp(0.0, 1.0) * self.num_train_timesteps
         lo = pos.floor().clamp(max=self.num_train_timesteps - 1)
         frac = pos - lo
         knots = self._log_abar.to(pos.device)
         lo_i = lo.long()
-        log_abar = knots[lo_i] * (1 - frac) + knots[lo_i + 1] * frac
+        slope = knots[lo_i + 1] - knots[lo_i]
+        return knots[lo_i] + slope * frac, slope * self.num_train_timesteps
+
+    def abar(self, t) -> torch.Tensor:
+        t = _as_tensor(t)
+        log_abar, _ = self._segment(t)
         return log_abar.exp().to(t.dtype if t.is_floating_point() else torch.float64)
 
     def alpha(self, t) -> torch.Tensor:
@@ -137,6 +157,16 @@ class VPSchedule(Schedule):
 
     def sigma(self, t) -> torch.Tensor:
         return (1.0 - self.abar(t)).clamp(min=0.0).sqrt()
+
+    def d_alpha(self, t) -> torch.Tensor:
+        # alpha = exp(log_abar / 2); closed form avoids autograd's zero gradient at the clamp edges
+        log_abar, slope = self._segment(t)
+        return (0.5 * slope * (0.5 * log_abar).exp()).to(_as_tensor(t).dtype)
+
+    def d_sigma(self, t) -> torch.Tensor:
+        log_abar, slope = self._segment(t)
+        abar = log_abar.exp()
+        return (-0.5 * slope * abar / (1.0 - abar).sqrt()).to(_as_tensor(t).dtype)
 
     def model_timestep(self, t: torch.Tensor) -> torch.Tensor:
         # paper step k = t * T  <->  diffusers index k - 1
@@ -151,7 +181,6 @@ class VPSchedule(Schedule):
         return ks / self.num_train_timesteps
 
     def time_from_model_timestep(self, timestep) -> torch.Tensor:
-        """Inverse of :meth:`model_timestep` (useful to reuse a diffusers scheduler's grid)."""
         return (torch.as_tensor(timestep, dtype=torch.float64) + 1.0) / self.num_train_timesteps
 
     def __repr__(self) -> str:
@@ -191,6 +220,9 @@ class FlowSchedule(Schedule):
 
     def model_timestep(self, t: torch.Tensor) -> torch.Tensor:
         return t * self.num_train_timesteps
+
+    def time_from_model_timestep(self, timestep) -> torch.Tensor:
+        return torch.as_tensor(timestep, dtype=torch.float64) / self.num_train_timesteps
 
     def time_grid(self, steps: int) -> torch.Tensor:
         steps = self._check_steps(steps)

@@ -1,0 +1,159 @@
+"""Pure, stateless step kernels: (x_t, prediction, t_next) -> Gaussian over x_{t_next}.
+
+No diffusers scheduler state is involved: a kernel is a closed-form function of the current sample,
+the denoiser's :class:`~diffalign.models.Prediction` at (x_t, t), and the next time. Every kernel returns a
+:class:`GaussianStep` (mean, std), so ancestral sampling, tree branching and the log-probs that RL
+fine-tuning needs share one code path; deterministic kernels have std = 0.
+
+* :class:`DDIM` -- Song et al. 2021, eq. (12), with eta in [0, 1]: eta = 1 is DDPM's ancestral
+  posterior q(x_{t'} | x_t, x0_hat) (Ho et al. 2020, eq. (7)), eta = 0 the deterministic DDIM ODE. The
+  variance is written for any schedule x_t = alpha x0 + sigma eps, so it applies to flow models too.
+* :class:`Euler` -- the probability-flow ODE, x' = x + (t' - t) dx/dt, with dx/dt the flow velocity.
+* :class:`FlowSDE` -- Euler-Maruyama on the reverse SDE with diffusion g(t) = a sqrt(t / (1 - t))
+  (the Flow-GRPO SDE, Liu et al. 2025, eq. (8)); ``noise_level`` is a.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from .errors import DiffalignError
+from .models.prediction import Prediction, _coefs
+from .registry import Registry
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+@dataclass(frozen=True)
+class GaussianStep:
+    """N(mean, std^2 I) over x_{t_next}; std broadcasts against mean (a scalar per sample)."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def sample(self, noise: Optional[torch.Tensor]) -> torch.Tensor:
+        if noise is None:
+            return self.mean
+        return self.mean + self.std * noise
+
+    @property
+    def is_deterministic(self) -> bool:
+        return bool(torch.all(self.std == 0))
+
+    def log_prob(self, x_next: torch.Tensor) -> torch.Tensor:
+        """Per-sample log density (summed over all non-batch dimensions)."""
+        std = self.std.expand_as(self.mean)
+        if torch.any(std <= 0):
+            raise DiffalignError("log_prob is undefined for a deterministic step (std = 0)")
+        z = (x_next - self.mean) / std
+        per_elem = -0.5 * z.square() - std.log() - 0.5 * LOG_2PI
+        return per_elem.flatten(1).sum(1)
+
+
+class Kernel:
+    """A step rule. Subclasses implement :meth:`__call__`; ``stochastic`` says whether it draws noise."""
+
+    stochastic: bool = True
+
+    def __call__(self, pred: Prediction, t_next: torch.Tensor) -> GaussianStep:
+        raise NotImplementedError
+
+    def step(self, pred: Prediction, t_next, noise: Optional[torch.Tensor]) -> torch.Tensor:
+        """x_{t_next} = mean + std * noise (design.md's (x, pred, t, t_next, noise) -> x_next)."""
+        t_next = _times_like(t_next, pred.t)
+        return self(pred, t_next).sample(noise if self.stochastic else None)
+
+
+def _times_like(t_next, t: torch.Tensor) -> torch.Tensor:
+    t_next = torch.as_tensor(t_next, dtype=torch.float64, device=t.device)
+    return t_next.expand(t.shape) if t_next.ndim == 0 else t_next
+
+
+KERNELS: Registry[Kernel] = Registry("kernel")
+
+
+@KERNELS.register("ddim")
+class DDIM(Kernel):
+    """DDIM(eta): mean = a' x0 + sqrt(s'^2 - c^2) eps, std = c, c^2 = eta^2 s'^2 (1 - (a s')^2 / (a' s)^2).
+
+    At eta = 1, c^2 is the variance of the forward-process posterior q(x_{t'} | x_t, x0), which makes
+    this the DDPM ancestral step; at t' = 0 the step returns x0_hat exactly.
+    """
+
+    def __init__(self, eta: float = 1.0):
+        if not 0.0 <= float(eta) <= 1.0:
+            raise DiffalignError(f"eta must lie in [0, 1], got {eta!r}")
+        self.eta = float(eta)
+        self.stochastic = self.eta > 0
+
+    def __call__(self, pred, t_next):
+        x = pred.x
+        a, s = _coefs(pred.schedule.alpha, x, pred.t), _coefs(pred.schedule.sigma, x, pred.t)
+        a_next, s_next = _coefs(pred.schedule.alpha, x, t_next), _coefs(pred.schedule.sigma, x, t_next)
+        ratio = (a * s_next) / (a_next * s)
+        var = (self.eta**2) * s_next.square() * (1.0 - ratio.square()).clamp(min=0.0)
+        var = torch.where(s_next > 0, var, torch.zeros_like(var))
+        mean = a_next * pred.x0 + (s_next.square() - var).clamp(min=0.0).sqrt() * pred.eps
+        return GaussianStep(mean, var.sqrt())
+
+    def __repr__(self):
+        return f"DDIM(eta={self.eta})"
+
+
+@KERNELS.register("ddpm")
+def ddpm() -> DDIM:
+    """DDPM ancestral sampling = DDIM with eta = 1."""
+    return DDIM(eta=1.0)
+
+
+@KERNELS.register("euler")
+class Euler(Kernel):
+    """Euler step of the probability-flow ODE: x' = x + (t' - t) * dx/dt."""
+
+    stochastic = False
+
+    def __call__(self, pred, t_next):
+        dt = _coefs(lambda t: t, pred.x, t_next - pred.t)
+        mean = pred.x + dt * pred.flow
+        return GaussianStep(mean, torch.zeros_like(dt))
+
+    def __repr__(self):
+        return "Euler()"
+
+
+@KERNELS.register("flow-sde")
+class FlowSDE(Kernel):
+    """Euler-Maruyama step of the marginal-preserving reverse SDE of a flow model.
+
+    With velocity u and score = -eps / sigma, going from t to t' = t - h:
+        mean = x - h (u + g^2 / (2 sigma) eps),   std = g sqrt(h),   g = a sqrt(t / (1 - t)).
+    g is evaluated at min(t, ``t_max``) since it diverges at t = 1 (Flow-GRPO does the same by
+    starting its noise schedule one step in). ``noise_level`` = a = 0 gives the Euler ODE.
+    """
+
+    def __init__(self, noise_level: float = 0.7, t_max: float = 0.98):
+        if float(noise_level) < 0:
+            raise DiffalignError(f"noise_level must be >= 0, got {noise_level!r}")
+        self.noise_level = float(noise_level)
+        self.t_max = float(t_max)
+        self.stochastic = self.noise_level > 0
+
+    def __call__(self, pred, t_next):
+        x = pred.x
+        h = _coefs(lambda t: t, x, pred.t - t_next)
+        t_g = _coefs(lambda t: t.clamp(max=self.t_max), x, pred.t)
+        g2 = self.noise_level**2 * t_g / (1.0 - t_g)
+        s = _coefs(pred.schedule.sigma, x, pred.t)
+        mean = x - h * (pred.flow + g2 / (2.0 * s) * pred.eps)
+        return GaussianStep(mean, (g2 * h).sqrt())
+
+    def __repr__(self):
+        return f"FlowSDE(noise_level={self.noise_level})"
+
+
+def get_kernel(name: str, **options) -> Kernel:
+    return KERNELS.get(name, **options)

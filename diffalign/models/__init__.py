@@ -1,0 +1,23 @@
+"""Model abstraction: the Denoiser, its Prediction, adapters, wrappers and the embedded zoo."""
+
+from .conditioning import Condition, cat_conditions, index_condition
+from .denoiser import Denoiser, FunctionDenoiser
+from .prediction import PREDICTION_KINDS, Prediction, combine
+from .wrappers import BudgetExceeded, CFGDenoiser, DenoiserWrapper, NFECounter
+from .zoo import load_model
+
+__all__ = [
+    "BudgetExceeded",
+    "CFGDenoiser",
+    "Condition",
+    "Denoiser",
+    "DenoiserWrapper",
+    "FunctionDenoiser",
+    "NFECounter",
+    "PREDICTION_KINDS",
+    "Prediction",
+    "cat_conditions",
+    "combine",
+    "index_condition",
+    "load_model",
+]

@@ -1,0 +1,182 @@
+"""`load_model`: the embedded digits models, or any local diffusers model/pipeline directory.
+
+The embedded models are ordinary diffusers directories shipped inside the package (``diffalign/data``),
+so they go through exactly the same loader as a user's SD1.5 or SD3 checkout:
+
+    <dir>/unet/ or <dir>/transformer/   the network (config.json + safetensors)
+    <dir>/scheduler/                     its diffusers scheduler config (schedule + prediction type)
+    <dir>/vae/                           optional; latents are decoded through it
+    <dir>/class_embeddings.safetensors   optional learned class "prompts" (embedded models)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from ..errors import DiffalignError
+from ..schedules import FlowSchedule, Schedule, VPSchedule
+from .class_condition import FILE_NAME as CLASS_EMBEDDINGS, ClassEmbeddingCondition
+from .denoiser import Denoiser
+from .loading import read_json
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+EMBEDDED = {"digits": DATA_DIR / "digits", "digits-flow": DATA_DIR / "digits-flow"}
+CLASSIFIER_DIR = DATA_DIR / "digit-classifier"
+
+
+@dataclass(frozen=True)
+class _Family:
+    """How to load one diffusers network class and interpret its scheduler config."""
+
+    subfolder: str
+    network: Callable[[], type]
+    adapter: Callable[[], type]
+    schedule: Callable[[dict], Schedule]
+    prediction: Callable[[dict], str]
+
+
+def _vp_schedule(scheduler_config: dict) -> Schedule:
+    from diffusers import DDPMScheduler
+
+    # DDPMScheduler computes alphas_cumprod for every beta_schedule variant diffusers knows.
+    keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas")
+    return VPSchedule.from_scheduler(DDPMScheduler(**{k: scheduler_config[k] for k in keys if k in scheduler_config}))
+
+
+def _vp_prediction(scheduler_config: dict) -> str:
+    from .diffusers_adapters import PREDICTION_TYPES
+
+    kind = scheduler_config.get("prediction_type", "epsilon")
+    if kind not in PREDICTION_TYPES:
+        raise DiffalignError(f"unsupported prediction_type {kind!r}; valid choices: {', '.join(PREDICTION_TYPES)}")
+    return PREDICTION_TYPES[kind]
+
+
+def _unet_family() -> _Family:
+    from diffusers import UNet2DConditionModel
+
+    from .diffusers_adapters import UNetDenoiser
+
+    return _Family("unet", lambda: UNet2DConditionModel, lambda: UNetDenoiser, _vp_schedule, _vp_prediction)
+
+
+def _sd3_family() -> _Family:
+    from diffusers import SD3Transformer2DModel
+
+    from .diffusers_adapters import SD3Denoiser
+
+    return _Family(
+        "transformer",
+        lambda: SD3Transformer2DModel,
+        lambda: SD3Denoiser,
+        lambda cfg: FlowSchedule(shift=cfg.get("shift", 1.0), num_train_timesteps=cfg.get("num_train_timesteps", 1000)),
+        lambda cfg: "flow",
+    )
+
+
+# network class name (config.json "_class_name") -> family
+FAMILIES: dict[str, Callable[[], _Family]] = {
+    "UNet2DConditionModel": _unet_family,
+    "SD3Transformer2DModel": _sd3_family,
+}
+
+
+def load_model(
+    name_or_path: str,
+    device: Optional[str | torch.device] = None,
+    dtype: Optional[torch.dtype] = None,
+) -> Denoiser:
+    """Load a denoiser: ``"digits"``, ``"digits-flow"``, a local diffusers directory, or a hub id (online).
+
+    Raises :class:`DiffalignError` (one line, naming the path) for unknown names, missing folders,
+    unsupported networks and missing or corrupt weights.
+    """
+    directory = _resolve(name_or_path)
+    network_dir = _network_dir(directory)
+    network_config = read_json(network_dir / "config.json")
+    class_name = network_config.get("_class_name")
+    if class_name not in FAMILIES:
+        raise DiffalignError(
+            f"unsupported network {class_name!r} in {network_dir}; valid choices: {', '.join(sorted(FAMILIES))}"
+        )
+    family = FAMILIES[class_name]()
+    scheduler_config = read_json(directory / "scheduler" / "scheduler_config.json")
+    network = _load_network(family.network(), network_dir)
+
+    condition = ClassEmbeddingCondition.from_pretrained(directory) if (directory / CLASS_EMBEDDINGS).exists() else None
+    decoder = _decoder(directory)
+    shape = (network_config["in_channels"], network_config["sample_size"], network_config["sample_size"])
+    model = family.adapter()(
+        network,
+        schedule=family.schedule(scheduler_config),
+        prediction=family.prediction(scheduler_config),
+        shape=shape,
+        condition_encoder=condition,
+        decoder=decoder,
+    )
+    model = model.eval().requires_grad_(False)
+    return model.to(device=device, dtype=dtype) if (device or dtype) else model
+
+
+def _resolve(name_or_path: str) -> Path:
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise DiffalignError(f"model must be a name or a path, got {name_or_path!r}")
+    if str(name_or_path) in EMBEDDED:
+        directory = EMBEDDED[str(name_or_path)]
+        if not directory.is_dir():
+            raise DiffalignError(f"embedded model {name_or_path!r} is missing from {directory}; reinstall diffalign")
+        return directory
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise DiffalignError(f"model path {path} is a file; pass a diffusers model or pipeline directory")
+    return _download(str(name_or_path))
+
+
+def _download(repo_id: str) -> Path:
+    valid = ", ".join(sorted(EMBEDDED))
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False") or repo_id.count("/") != 1:
+        raise DiffalignError(
+            f"unknown model {repo_id!r}: not an embedded model ({valid}) nor an existing directory"
+            + (" (hub downloads are off: HF_HUB_OFFLINE is set)" if repo_id.count("/") == 1 else "")
+        )
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
+    except Exception as err:  # network errors come in many types; report one line
+        raise DiffalignError(f"could not download {repo_id!r} from the hub: {type(err).__name__}: {err}") from None
+
+
+def _network_dir(directory: Path) -> Path:
+    for sub in ("unet", "transformer"):
+        if (directory / sub / "config.json").exists():
+            return directory / sub
+    raise DiffalignError(f"{directory} has no unet/ or transformer/ folder with a config.json")
+
+
+def _load_network(cls: type, network_dir: Path):
+    weights = list(network_dir.glob("*.safetensors"))
+    if not weights:
+        raise DiffalignError(f"missing weights file (*.safetensors) in {network_dir}")
+    try:
+        return cls.from_pretrained(network_dir, low_cpu_mem_usage=False)
+    except Exception as err:  # diffusers raises OSError, ValueError, SafetensorError... for bad files
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DiffalignError(f"corrupt or incompatible weights in {network_dir}: {first}") from None
+
+
+def _decoder(directory: Path):
+    from .diffusers_adapters import PixelDecoder, VAEDecoder
+
+    if (directory / "vae" / "config.json").exists():
+        from diffusers import AutoencoderKL
+
+        return VAEDecoder(_load_network(AutoencoderKL, directory / "vae"))
+    return PixelDecoder()

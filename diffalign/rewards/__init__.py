@@ -1,0 +1,44 @@
+"""Rewards: functions from float [0, 1] NCHW images to ``(B,)`` scores, higher is better.
+
+``get(name, **options)`` builds a registered reward, ``names()`` lists them, and
+:func:`as_reward` accepts a :class:`Reward`, a plain callable or a name. Registered rewards:
+
+- ``compressibility`` / ``incompressibility``: minus / plus the JPEG size in kB (DDPO).
+- ``digit``: log p(target | x) under the embedded 8x8 digit classifier.
+- ``clip``: CLIP score against a prompt (open_clip).
+- ``aesthetic``: LAION aesthetic predictor on CLIP ViT-L/14 embeddings.
+- ``weighted-sum``: a weighted sum of other rewards.
+
+Importing this package registers all of them but imports no heavy optional dependency:
+open_clip and huggingface_hub are imported only when a CLIP-based reward is built.
+"""
+
+from .base import CallableReward, Reward, as_reward
+from .registry import REWARDS, get, names
+from .compressibility import JpegCompressibility, JpegIncompressibility, jpeg_sizes_kb
+from .digit import DigitReward, load_digit_classifier
+from .clip_backbone import ClipBackbone, load_clip_backbone
+from .clip import ClipScore
+from .aesthetic import AestheticMLP, AestheticScore, load_aesthetic_mlp
+from .weighted import WeightedSum
+
+__all__ = [
+    "REWARDS",
+    "AestheticMLP",
+    "AestheticScore",
+    "CallableReward",
+    "ClipBackbone",
+    "ClipScore",
+    "DigitReward",
+    "JpegCompressibility",
+    "JpegIncompressibility",
+    "Reward",
+    "WeightedSum",
+    "as_reward",
+    "get",
+    "jpeg_sizes_kb",
+    "load_aesthetic_mlp",
+    "load_clip_backbone",
+    "load_digit_classifier",
+    "names",
+]

@@ -1,0 +1,9 @@
+"""Inference-time samplers behind one interface: ``get(name, **options).sample(model, reward, ...)``."""
+
+from . import ancestral, best_of_n  # noqa: F401  (registers the samplers)
+from .ancestral import AncestralSampler
+from .base import SampleOutput, Sampler
+from .best_of_n import BestOfNSampler
+from .registry import SAMPLERS, get, names
+
+__all__ = ["AncestralSampler", "BestOfNSampler", "SAMPLERS", "SampleOutput", "Sampler", "get", "names"]

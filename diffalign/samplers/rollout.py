@@ -1,0 +1,68 @@
+"""The sampling loop as a small function of (model, x, time grid, kernel) -- k-diffusion style."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from tqdm.auto import tqdm
+
+from ..kernels import Kernel, get_kernel
+from ..models.conditioning import Condition, index_condition
+from ..models.denoiser import Denoiser
+
+
+def resolve_kernel(model: Denoiser, kernel: Optional[str | Kernel], **options) -> Kernel:
+    """A Kernel instance, a registered kernel name, or None for the schedule's default."""
+    if isinstance(kernel, Kernel):
+        return kernel
+    return get_kernel(kernel or model.schedule.default_kernel_name(), **options)
+
+
+def initial_noise(model: Denoiser, n: int, generator: torch.Generator) -> torch.Tensor:
+    return torch.randn((n, *model.shape), generator=generator, device=model.device, dtype=model.dtype)
+
+
+def rollout(
+    model: Denoiser,
+    x: torch.Tensor,
+    grid: torch.Tensor,
+    kernel: Kernel,
+    cond: Condition,
+    generator: torch.Generator,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Run ``kernel`` from grid[0] down to grid[-1]; returns the final sample (x0 when grid ends at 0)."""
+    steps = range(len(grid) - 1)
+    for i in tqdm(steps, desc="denoise", disable=not progress, leave=False):
+        pred = model.predict(x, grid[i], cond)
+        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if kernel.stochastic else None
+        x = kernel.step(pred, grid[i + 1], noise)
+    return x
+
+
+def batched_rollouts(
+    model: Denoiser,
+    n: int,
+    grid: torch.Tensor,
+    kernel: Kernel,
+    cond: Condition,
+    generator: torch.Generator,
+    batch_size: int,
+    progress: bool = False,
+) -> torch.Tensor:
+    """``n`` independent rollouts from fresh noise, ``batch_size`` at a time (``cond`` has n rows)."""
+    chunks = []
+    starts = range(0, n, batch_size)
+    for start in tqdm(starts, desc="rollouts", disable=not progress or len(starts) == 1):
+        stop = min(n, start + batch_size)
+        x = initial_noise(model, stop - start, generator)
+        chunk_cond = index_condition(cond, slice(start, stop))
+        chunks.append(rollout(model, x, grid, kernel, chunk_cond, generator, progress and len(starts) == 1))
+    return torch.cat(chunks)
+
+
+def evaluate_reward(reward, model: Denoiser, x0: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Rewards of model-space samples (decoded first), in batches, as float32 on x0's device."""
+    values = [reward(model.decode(chunk)).reshape(-1).float() for chunk in x0.split(batch_size)]
+    return torch.cat(values).to(x0.device)

@@ -1,0 +1,95 @@
+"""Our sampling loop vs the stock diffusers pipelines on tiny random models, from the same latents."""
+
+import pytest
+import torch
+
+import diffalign as da
+from diffalign.models.class_condition import ClassEmbeddingCondition
+from diffalign.models.diffusers_adapters import SD3Denoiser, UNetDenoiser
+from diffalign.models.digits import transformer_config, unet_config
+from diffalign.samplers.rollout import rollout
+
+
+@pytest.fixture(scope="module")
+def tiny_unet():
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    return UNet2DConditionModel(**unet_config(tiny=True)).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_sd3():
+    from diffusers import SD3Transformer2DModel
+
+    torch.manual_seed(0)
+    return SD3Transformer2DModel(**transformer_config(tiny=True)).eval()
+
+
+def _sd_pipeline(unet, scheduler):
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline(
+        vae=None, text_encoder=None, tokenizer=None, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+
+
+@pytest.mark.parametrize("eta,prediction_type", [(0.0, "epsilon"), (1.0, "epsilon"), (0.0, "v_prediction")])
+@pytest.mark.parametrize("guidance", [1.0, 3.0])
+def test_unet_loop_matches_stable_diffusion_pipeline(tiny_unet, eta, prediction_type, guidance):
+    from diffusers import DDIMScheduler
+
+    scheduler = DDIMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+        set_alpha_to_one=True, timestep_spacing="trailing", prediction_type=prediction_type,
+    )
+    condition = ClassEmbeddingCondition(10, {"encoder_hidden_states": (4, 32)})
+    ours = UNetDenoiser(
+        tiny_unet, schedule=da.VPSchedule.from_scheduler(scheduler),
+        prediction={"epsilon": "eps", "v_prediction": "v"}[prediction_type], shape=(1, 8, 8), condition_encoder=condition,
+    )
+    latents = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    cond = condition.encode(torch.tensor([1, 2, 3]), 3)
+    null = condition.null(3)
+    steps = 10
+
+    with torch.no_grad():
+        pipe = _sd_pipeline(tiny_unet, scheduler)
+        expected = pipe(
+            prompt_embeds=cond["encoder_hidden_states"], negative_prompt_embeds=null["encoder_hidden_states"],
+            latents=latents.clone(), num_inference_steps=steps, guidance_scale=guidance, eta=eta,
+            height=64, width=64, output_type="latent", generator=torch.Generator().manual_seed(7),
+        ).images
+        model = da.CFGDenoiser(ours, guidance)
+        got = rollout(model, latents.clone(), model.schedule.time_grid(steps), da.DDIM(eta), cond,
+                      torch.Generator().manual_seed(7))
+    torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("guidance", [1.0, 4.0])
+def test_sd3_loop_matches_sd3_pipeline(tiny_sd3, guidance):
+    from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
+
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    condition = ClassEmbeddingCondition(10, {"encoder_hidden_states": (4, 32), "pooled_projections": (32,)})
+    ours = SD3Denoiser(tiny_sd3, schedule=da.FlowSchedule.from_scheduler(scheduler), prediction="flow",
+                       shape=(1, 8, 8), condition_encoder=condition)
+    latents = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    cond, null = condition.encode(torch.tensor([4, 5]), 2), condition.null(2)
+    steps = 8
+    with torch.no_grad():
+        pipe = StableDiffusion3Pipeline(
+            transformer=tiny_sd3, scheduler=scheduler, vae=None, text_encoder=None, tokenizer=None,
+            text_encoder_2=None, tokenizer_2=None, text_encoder_3=None, tokenizer_3=None,
+        )
+        expected = pipe(
+            prompt_embeds=cond["encoder_hidden_states"], negative_prompt_embeds=null["encoder_hidden_states"],
+            pooled_prompt_embeds=cond["pooled_projections"], negative_pooled_prompt_embeds=null["pooled_projections"],
+            latents=latents.clone(), num_inference_steps=steps, guidance_scale=guidance,
+            height=64, width=64, output_type="latent",
+        ).images
+        model = da.CFGDenoiser(ours, guidance)
+        grid = model.schedule.time_grid_from_scheduler(scheduler, steps)
+        got = rollout(model, latents.clone(), grid, da.Euler(), cond, torch.Generator())
+    torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-4)

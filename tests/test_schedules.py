@@ -1,0 +1,95 @@
+import pytest
+import torch
+
+import diffalign as da
+from diffalign.models.prediction import PREDICTION_KINDS, Prediction
+
+
+SCHEDULES = [da.VPSchedule.linear(1e-4, 0.02, 1000), da.VPSchedule.scaled_linear(), da.FlowSchedule(), da.FlowSchedule(shift=3.0)]
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES, ids=repr)
+def test_endpoints_and_grid(schedule):
+    assert schedule.alpha(0.0).item() == pytest.approx(1.0)
+    assert schedule.sigma(0.0).item() == pytest.approx(0.0, abs=1e-12)
+    grid = schedule.time_grid(10)
+    assert grid.shape == (11,) and grid[-1] == 0.0 and grid[0] == pytest.approx(1.0)
+    assert torch.all(grid[1:] < grid[:-1])
+
+
+def test_vp_matches_diffusers_timesteps():
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler(beta_start=1e-4, beta_end=0.02, num_train_timesteps=1000)
+    schedule = da.VPSchedule.from_scheduler(scheduler)
+    for k in [0, 1, 500, 999]:
+        t = schedule.time_from_model_timestep(k)
+        assert schedule.model_timestep(t).item() == pytest.approx(k)
+        assert schedule.alpha(t).item() ** 2 == pytest.approx(scheduler.alphas_cumprod[k].item(), rel=1e-6)
+    # VP: alpha^2 + sigma^2 = 1 everywhere, also between grid points
+    t = torch.rand(100, dtype=torch.float64)
+    torch.testing.assert_close(schedule.alpha(t) ** 2 + schedule.sigma(t) ** 2, torch.ones_like(t))
+
+
+def test_flow_convention_and_shift_matches_diffusers():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    schedule = da.FlowSchedule(shift=3.0)
+    t = torch.rand(7, dtype=torch.float64)
+    torch.testing.assert_close(schedule.alpha(t), 1 - t)
+    torch.testing.assert_close(schedule.sigma(t), t)
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    grid = schedule.time_grid_from_scheduler(scheduler, 10)
+    torch.testing.assert_close(grid.float(), scheduler.sigmas.float(), atol=1e-5, rtol=1e-5)
+    # our own grid applies the same shift to a uniform grid that ends at exactly 0
+    u = torch.linspace(1, 0, 11, dtype=torch.float64)
+    torch.testing.assert_close(schedule.time_grid(10), 3 * u / (1 + 2 * u))
+
+
+def test_vp_grid_is_trailing_spacing():
+    from diffusers import DDIMScheduler
+
+    schedule = da.VPSchedule.linear(1e-4, 0.02, 1000)
+    scheduler = DDIMScheduler(timestep_spacing="trailing")
+    torch.testing.assert_close(schedule.time_grid_from_scheduler(scheduler, 10), schedule.time_grid(10))
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES, ids=repr)
+def test_derivatives(schedule):
+    # between the knots of a discrete schedule (every 1/T), where the derivative is defined
+    t = torch.tensor([0.1003, 0.3705, 0.8009], dtype=torch.float64)
+    h = 1e-7
+    numeric = (schedule.alpha(t + h) - schedule.alpha(t - h)) / (2 * h)
+    torch.testing.assert_close(schedule.d_alpha(t), numeric, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES, ids=repr)
+@pytest.mark.parametrize("kind", PREDICTION_KINDS)
+def test_prediction_round_trips(schedule, kind):
+    g = torch.Generator().manual_seed(1)
+    x0, eps = torch.randn(5, 3, generator=g, dtype=torch.float64), torch.randn(5, 3, generator=g, dtype=torch.float64)
+    t = torch.tensor([0.05, 0.3, 0.5, 0.7, 0.95], dtype=torch.float64)
+    x = schedule.add_noise(x0, eps, t)
+    truth = Prediction(x, t, x0, eps, schedule)
+    again = Prediction.from_output(kind, truth.as_kind(kind), x, t, schedule)
+    torch.testing.assert_close(again.x0, x0)
+    torch.testing.assert_close(again.eps, eps)
+    for other in PREDICTION_KINDS:
+        torch.testing.assert_close(again.as_kind(other), truth.as_kind(other))
+
+
+def test_flow_velocity_is_eps_minus_x0():
+    schedule = da.FlowSchedule()
+    x0, eps = torch.randn(4, 2, dtype=torch.float64), torch.randn(4, 2, dtype=torch.float64)
+    t = torch.rand(4, dtype=torch.float64)
+    pred = Prediction(schedule.add_noise(x0, eps, t), t, x0, eps, schedule)
+    torch.testing.assert_close(pred.flow, eps - x0)
+
+
+def test_bad_inputs():
+    with pytest.raises(da.DiffalignError, match="prediction"):
+        da.FunctionDenoiser(lambda x, t: x, schedule=da.FlowSchedule(), prediction="score", shape=(2,))
+    with pytest.raises(da.DiffalignError, match="steps"):
+        da.FlowSchedule().time_grid(0)
+    with pytest.raises(da.DiffalignError):
+        da.VPSchedule([0.5, 0.9])
