@@ -42,7 +42,7 @@ def test_unet_loop_matches_stable_diffusion_pipeline(tiny_unet, eta, prediction_
 
     scheduler = DDIMScheduler(
         beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
-        set_alpha_to_one=True, timestep_spacing="trailing", prediction_type=prediction_type,
+        set_alpha_to_one=True, timestep_spacing="trailing", steps_offset=1, prediction_type=prediction_type,
     )
     condition = ClassEmbeddingCondition(10, {"encoder_hidden_states": (4, 32)})
     ours = UNetDenoiser(

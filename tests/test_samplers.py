@@ -106,3 +106,8 @@ def test_cfg_counts_two_passes_and_combines():
     torch.testing.assert_close(pred.x0, torch.full((4, 2), 3.0, dtype=torch.float64))
     counter.predict(torch.zeros(4, 2, dtype=torch.float64), 0.5, None)
     assert counter.count == 12  # unconditional: one pass
+
+
+def test_unknown_sampler_option_is_named():
+    with pytest.raises(da.DiffalignError, match="unknown option\\(s\\) bogus for sampler 'best-of-n'; valid options: n, kernel"):
+        da.samplers.get("best-of-n", bogus=1)

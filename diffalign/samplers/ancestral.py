@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Optional
 
 from ..kernels import Kernel
+from ..models.conditioning import Condition
 from .base import SampleOutput, Sampler, too_small_budget
 from .registry import SAMPLERS
 from .rollout import batched_rollouts, evaluate_reward, resolve_kernel
-from ..models.conditioning import Condition
 
 
 @SAMPLERS.register("ancestral")
@@ -19,12 +19,20 @@ class AncestralSampler(Sampler):
         kernel: a :class:`~diffalign.kernels.Kernel` or a kernel name ("ddim", "ddpm", "euler",
             "flow-sde"); default: the schedule's stochastic kernel (DDPM for VP, flow SDE for flow).
         kernel_options: options of a named kernel, e.g. ``{"eta": 0.0}``.
+        progress: show progress bars (default: when stderr is a terminal).
+        batch_size: rollouts per model call.
     """
 
     name = "ancestral"
 
-    def __init__(self, kernel: Optional[str | Kernel] = None, kernel_options: Optional[dict] = None, **base):
-        super().__init__(**base)
+    def __init__(
+        self,
+        kernel: Optional[str | Kernel] = None,
+        kernel_options: Optional[dict] = None,
+        progress: Optional[bool] = None,
+        batch_size: int = 512,
+    ):
+        super().__init__(progress=progress, batch_size=batch_size)
         self.kernel = kernel
         self.kernel_options = dict(kernel_options or {})
 

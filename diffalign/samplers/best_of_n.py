@@ -25,8 +25,15 @@ class BestOfNSampler(Sampler):
     name = "best-of-n"
     needs_reward = True
 
-    def __init__(self, n: Optional[int] = None, kernel: Optional[str | Kernel] = None, kernel_options=None, **base):
-        super().__init__(**base)
+    def __init__(
+        self,
+        n: Optional[int] = None,
+        kernel: Optional[str | Kernel] = None,
+        kernel_options: Optional[dict] = None,
+        progress: Optional[bool] = None,
+        batch_size: int = 512,
+    ):
+        super().__init__(progress=progress, batch_size=batch_size)
         self.n = n
         self.kernel = kernel
         self.kernel_options = dict(kernel_options or {})
