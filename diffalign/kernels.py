@@ -92,7 +92,7 @@ class DDIM(Kernel):
 
     def __call__(self, pred, t_next):
         x = pred.x
-        a, s = _coefs(pred.schedule.alpha, x, pred.t), _coefs(pred.schedule.sigma, x, pred.t)
+        a, s = pred.alpha, pred.sigma
         a_next, s_next = _coefs(pred.schedule.alpha, x, t_next), _coefs(pred.schedule.sigma, x, t_next)
         ratio = (a * s_next) / (a_next * s)
         var = (self.eta**2) * s_next.square() * (1.0 - ratio.square()).clamp(min=0.0)
@@ -147,8 +147,7 @@ class FlowSDE(Kernel):
         h = _coefs(lambda t: t, x, pred.t - t_next)
         t_g = _coefs(lambda t: t.clamp(max=self.t_max), x, pred.t)
         g2 = self.noise_level**2 * t_g / (1.0 - t_g)
-        s = _coefs(pred.schedule.sigma, x, pred.t)
-        mean = x - h * (pred.flow + g2 / (2.0 * s) * pred.eps)
+        mean = x - h * (pred.flow + g2 / (2.0 * pred.sigma) * pred.eps)
         return GaussianStep(mean, (g2 * h).sqrt())
 
     def __repr__(self):

@@ -113,6 +113,7 @@ class VPSchedule(Schedule):
         self.num_train_timesteps = abar.numel()
         # Knots at t = k / T for k = 0..T, with abar = 1 at t = 0 (clean data).
         self._log_abar = torch.cat([torch.zeros(1, dtype=torch.float64), abar.log()])
+        self._table_cache: dict = {}
 
     # -- constructors matching diffusers' beta schedules ---------------------------------------
     @classmethod
@@ -140,12 +141,18 @@ class VPSchedule(Schedule):
         """(log abar at t, d log abar / dt), linear between the knots k / T."""
         t = _as_tensor(t)
         pos = t.to(torch.float64).clamp(0.0, 1.0) * self.num_train_timesteps
-        lo = pos.floor().clamp(max=self.num_train_timesteps - 1)
-        frac = pos - lo
-        knots = self._log_abar.to(pos.device)
-        lo_i = lo.long()
-        slope = knots[lo_i + 1] - knots[lo_i]
-        return knots[lo_i] + slope * frac, slope * self.num_train_timesteps
+        lo = pos.floor().clamp_(max=self.num_train_timesteps - 1)
+        index = lo.long()
+        knots, slopes = self._tables(pos.device)
+        slope = slopes[index]
+        return knots[index] + slope * (pos - lo), slope * self.num_train_timesteps
+
+    def _tables(self, device):
+        """log abar at the knots and the slope of each segment, cached per device."""
+        if device not in self._table_cache:
+            knots = self._log_abar.to(device)
+            self._table_cache[device] = (knots, knots[1:] - knots[:-1])
+        return self._table_cache[device]
 
     def abar(self, t) -> torch.Tensor:
         t = _as_tensor(t)

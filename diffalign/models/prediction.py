@@ -15,7 +15,8 @@ whatever form they need without knowing what the network was trained on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 
@@ -43,6 +44,15 @@ class Prediction:
     x0: torch.Tensor
     eps: torch.Tensor
     schedule: Schedule
+    # alpha(t), sigma(t) broadcast against x; computed once here so kernels need not re-evaluate them
+    alpha: Optional[torch.Tensor] = field(default=None, repr=False, compare=False)
+    sigma: Optional[torch.Tensor] = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        if self.alpha is None:
+            object.__setattr__(self, "alpha", _coefs(self.schedule.alpha, self.x, self.t))
+        if self.sigma is None:
+            object.__setattr__(self, "sigma", _coefs(self.schedule.sigma, self.x, self.t))
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -66,13 +76,12 @@ class Prediction:
             det = a * ds - s * da
             x0 = (ds * x - s * output) / det
             eps = (a * output - da * x) / det
-        return cls(x=x, t=t, x0=x0, eps=eps, schedule=schedule)
+        return cls(x=x, t=t, x0=x0, eps=eps, schedule=schedule, alpha=a, sigma=s)
 
     # -- derived forms -----------------------------------------------------------------------
     @property
     def v(self) -> torch.Tensor:
-        a, s = self._a(), self._s()
-        return a * self.eps - s * self.x0
+        return self.alpha * self.eps - self.sigma * self.x0
 
     @property
     def flow(self) -> torch.Tensor:
@@ -84,12 +93,6 @@ class Prediction:
         """The prediction in the named form (inverse of :meth:`from_output`)."""
         check_prediction_kind(kind)
         return {"x0": lambda: self.x0, "eps": lambda: self.eps, "v": lambda: self.v, "flow": lambda: self.flow}[kind]()
-
-    def _a(self):
-        return _coefs(self.schedule.alpha, self.x, self.t)
-
-    def _s(self):
-        return _coefs(self.schedule.sigma, self.x, self.t)
 
 
 def _coefs(fn, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -105,4 +108,4 @@ def combine(predictions: list[Prediction], weights: list[float]) -> Prediction:
     first = predictions[0]
     x0 = sum(w * p.x0 for w, p in zip(weights, predictions))
     eps = sum(w * p.eps for w, p in zip(weights, predictions))
-    return Prediction(x=first.x, t=first.t, x0=x0, eps=eps, schedule=first.schedule)
+    return Prediction(x=first.x, t=first.t, x0=x0, eps=eps, schedule=first.schedule, alpha=first.alpha, sigma=first.sigma)

@@ -68,8 +68,9 @@ class CFGDenoiser(DenoiserWrapper):
         t = _time_batch(t, x)
         null = self.inner.null_condition(batch)
         both = self.inner.predict(torch.cat([x, x]), torch.cat([t, t]), cat_conditions([cond, null]))
-        cond_pred = Prediction(x, t, both.x0[:batch], both.eps[:batch], both.schedule)
-        null_pred = Prediction(x, t, both.x0[batch:], both.eps[batch:], both.schedule)
+        a, s = both.alpha[:batch], both.sigma[:batch]
+        cond_pred = Prediction(x, t, both.x0[:batch], both.eps[:batch], both.schedule, a, s)
+        null_pred = Prediction(x, t, both.x0[batch:], both.eps[batch:], both.schedule, a, s)
         return combine([null_pred, cond_pred], [1.0 - self.scale, self.scale])
 
 

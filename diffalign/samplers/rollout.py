@@ -7,6 +7,7 @@ from typing import Optional
 import torch
 from tqdm.auto import tqdm
 
+from ..errors import DiffalignError
 from ..kernels import Kernel, get_kernel
 from ..models.conditioning import Condition, index_condition
 from ..models.denoiser import Denoiser
@@ -66,3 +67,13 @@ def evaluate_reward(reward, model: Denoiser, x0: torch.Tensor, batch_size: int) 
     """Rewards of model-space samples (decoded first), in batches, as float32 on x0's device."""
     values = [reward(model.decode(chunk)).reshape(-1).float() for chunk in x0.split(batch_size)]
     return torch.cat(values).to(x0.device)
+
+
+def single_condition(model, cond, name: str) -> Condition:
+    """Samplers that pool all samples (a tree, a particle system) serve one condition: reduce a tensor
+    of identical labels to one label, refuse mixed labels."""
+    if torch.is_tensor(cond) and cond.ndim == 1:
+        if len(cond.unique()) != 1:
+            raise DiffalignError(f"{name} serves one condition per call; got several labels {cond.unique().tolist()}")
+        cond = cond[0]
+    return model.encode_condition(cond, 1)

@@ -1,0 +1,183 @@
+"""DTS, DTS*, SMC and SIR against exact answers and invariants (design.md §6, DTS issue tests)."""
+
+import math
+
+import pytest
+import torch
+
+import diffalign as da
+from diffalign.oracles import gaussian_denoiser
+
+SCHEDULE = da.VPSchedule.linear(1e-4, 0.02, 1000)
+STEPS = 20
+
+
+@pytest.fixture(scope="module")
+def model():
+    return gaussian_denoiser([0.0, 0.0], [1.0, 1.0], SCHEDULE)
+
+
+@pytest.fixture(scope="module")
+def chain_variance(model):
+    """Variance of the 20-step base chain's output (not exactly 1: coarse steps shrink it)."""
+    out = da.sample(model, None, num_samples=200_000, steps=STEPS, seed=123, batch_size=200_000)
+    return out.samples.double().var(0)
+
+
+def linear_reward(x):
+    return x[:, 0]
+
+
+def test_registry_has_tree_samplers():
+    assert {"dts", "dts-star", "smc", "sir"} <= set(da.samplers.names())
+
+
+def test_single_path_dts_is_ancestral(model):
+    ancestral = da.sample(model, linear_reward, num_samples=1, steps=STEPS, seed=7)
+    dts = da.sample(model, linear_reward, sampler="dts", num_samples=4, nfe=1000, steps=STEPS, seed=7,
+                    c_pw=1e-9, leaves_per_iteration=1, max_idle_iterations=3)
+    assert dts.info["terminals"] == 1 and dts.nfe == STEPS
+    for sample in dts.samples:
+        torch.testing.assert_close(sample, ancestral.samples[0])
+
+
+def test_smc_with_constant_reward_is_ancestral(model):
+    ancestral = da.sample(model, None, num_samples=50, steps=STEPS, seed=3)
+    smc = da.sample(model, lambda x: torch.zeros(len(x)), sampler="smc", num_samples=20, nfe=50 * STEPS, steps=STEPS,
+                    seed=3, resample_every=5)
+    assert smc.info["resamples"] == 0
+    distances = (smc.samples[:, None] - ancestral.samples[None]).abs().amax(-1).min(1).values
+    assert torch.all(distances == 0)
+
+
+@pytest.mark.parametrize("name", ["dts", "sir", "smc"])
+def test_constant_reward_reproduces_base(model, chain_variance, name):
+    out = da.sample(model, lambda x: torch.zeros(len(x)), sampler=name, num_samples=4000, nfe=1500 * STEPS,
+                    steps=STEPS, seed=0, **({"branch_every": 5} if name == "dts" else {}))
+    x = out.samples.double()
+    # 4000 draws from ~1500 distinct samples: standard error of the mean ~ 0.85 / sqrt(1500) = 0.022
+    assert x.mean(0).abs().max() < 0.09
+    torch.testing.assert_close(x.var(0), chain_variance, rtol=0.12, atol=0)
+
+
+@pytest.mark.parametrize("name", ["dts", "sir", "smc"])
+def test_linear_reward_reaches_exact_tilted_mean(model, chain_variance, name):
+    """Base N(0, s^2) tilted by exp(lam x[0]) is N(lam s^2, s^2) in x[0]: the exact target."""
+    lam = 1.0
+    out = da.sample(model, linear_reward, sampler=name, num_samples=4000, nfe=3000 * STEPS, steps=STEPS, seed=1,
+                    lam=lam, **({"branch_every": 5} if name == "dts" else {}))
+    target = lam * chain_variance[0].item()
+    assert out.samples[:, 0].double().mean().item() == pytest.approx(target, abs=0.08)
+    assert out.samples[:, 1].double().mean().item() == pytest.approx(0.0, abs=0.08)
+
+
+def test_dts_star_finds_high_rewards(model):
+    best_of_n = da.sample(model, linear_reward, sampler="best-of-n", num_samples=1, nfe=500 * STEPS, steps=STEPS, seed=0)
+    star = da.sample(model, linear_reward, sampler="dts-star", num_samples=3, nfe=500 * STEPS, steps=STEPS, seed=0,
+                     branch_every=5)
+    assert star.rewards[0] >= star.rewards[1] >= star.rewards[2]
+    assert star.rewards[0] > 2.0 and best_of_n.rewards[0] > 2.0
+
+
+@pytest.mark.parametrize("name", ["dts", "dts-star", "smc", "sir", "best-of-n"])
+@pytest.mark.parametrize("nfe", [STEPS, 7 * STEPS + 3, 1234, 5000])
+def test_budget_is_never_exceeded(model, name, nfe):
+    if name == "best-of-n" and nfe < 3 * STEPS:
+        pytest.skip("best-of-n needs one rollout per output sample")
+    out = da.sample(model, linear_reward, sampler=name, num_samples=3, nfe=nfe, steps=STEPS, seed=0)
+    assert 0 < out.nfe <= nfe
+    assert out.samples.shape == (3, 2)
+
+
+@pytest.mark.parametrize("name", ["dts", "dts-star", "smc", "sir"])
+def test_impossible_budget(model, name):
+    with pytest.raises(da.DiffalignError, match=f"nfe={STEPS - 1} is too small for {name}"):
+        da.sample(model, linear_reward, sampler=name, num_samples=1, nfe=STEPS - 1, steps=STEPS)
+
+
+def test_memory_budget_holds(model):
+    bytes_per_node = 2 * 4
+    budget = 300 * bytes_per_node
+    sampler = da.samplers.get("dts", max_memory_bytes=budget, branch_every=5)
+    out = sampler.sample(model, linear_reward, num_samples=100, nfe=10_000 * STEPS, steps=STEPS, seed=0)
+    assert out.info["memory_full"]
+    assert out.info["state_bytes"] <= budget and sampler.tree.state_bytes <= budget
+    assert out.nfe < 10_000 * STEPS
+    assert torch.isfinite(out.samples).all()
+    with pytest.raises(da.DiffalignError, match="memory budget"):
+        da.sample(model, linear_reward, sampler="dts", num_samples=1, nfe=10_000 * STEPS, steps=STEPS,
+                  max_memory_bytes=budget, on_memory_full="error")
+
+
+def test_float16_storage_halves_bytes(model):
+    out = da.sample(model, linear_reward, sampler="dts", num_samples=2, nfe=50 * STEPS, steps=STEPS,
+                    storage_dtype="float16")
+    assert out.info["bytes_per_node"] == 2 * 2
+
+
+def test_nonfinite_rewards_follow_the_option(model):
+    def flaky(x):
+        r = x[:, 0].clone()
+        r[x[:, 1] > 0.5] = float("nan")
+        r[x[:, 1] < -1.5] = float("inf")
+        return r
+
+    sampler = da.samplers.get("dts", branch_every=5)
+    out = sampler.sample(model, flaky, num_samples=500, nfe=400 * STEPS, steps=STEPS, seed=0)
+    assert out.info["nonfinite_rewards"] > 0
+    assert torch.isfinite(out.rewards).all()
+    assert not math.isnan(sampler.tree.value[0])
+    assert (out.samples[:, 1] <= 0.5).all() and (out.samples[:, 1] >= -1.5).all()
+    with pytest.raises(da.DiffalignError, match="nonfinite_reward='error'"):
+        da.sample(model, flaky, sampler="dts", num_samples=1, nfe=400 * STEPS, steps=STEPS, nonfinite_reward="error")
+
+
+def test_anytime_growth_and_free_draws(model):
+    sampler = da.samplers.get("dts", reuse_tree=True, branch_every=5)
+    first = sampler.sample(model, linear_reward, num_samples=10, nfe=100 * STEPS, steps=STEPS, seed=0)
+    nodes = sampler.tree.num_nodes
+    second = sampler.sample(model, linear_reward, num_samples=10, nfe=100 * STEPS, steps=STEPS, seed=1)
+    assert first.nfe == second.nfe == 100 * STEPS
+    assert sampler.tree.num_nodes > nodes and sampler.tree.nfe == 200 * STEPS
+
+    def broken(x, t):
+        raise AssertionError("draw() must not call the model")
+
+    sampler_model = sampler.tree  # draws use only the tree
+    more = sampler.draw(50, seed=5)
+    assert more.nfe == 0 and more.samples.shape == (50, 2)
+    assert sampler_model.nfe == 200 * STEPS
+    # a different reward starts a new tree
+    sampler.sample(model, lambda x: -x[:, 0], num_samples=1, nfe=10 * STEPS, steps=STEPS)
+    assert sampler.tree.nfe == 10 * STEPS
+
+
+def test_dts_is_deterministic(model):
+    a = da.sample(model, linear_reward, sampler="dts", num_samples=5, nfe=200 * STEPS, steps=STEPS, seed=4)
+    b = da.sample(model, linear_reward, sampler="dts", num_samples=5, nfe=200 * STEPS, steps=STEPS, seed=4)
+    torch.testing.assert_close(a.samples, b.samples)
+
+
+def test_bad_options_are_clear():
+    with pytest.raises(da.DiffalignError, match="nonfinite_reward"):
+        da.samplers.get("dts", nonfinite_reward="zero")
+    with pytest.raises(da.DiffalignError, match="lam must be a positive"):
+        da.samplers.get("dts", lam=0)
+    with pytest.raises(da.DiffalignError, match="potential"):
+        da.samplers.get("smc", potential="sum")
+    with pytest.raises(da.DiffalignError, match="storage_dtype"):
+        da.samplers.get("dts", storage_dtype="int8")
+
+
+def test_mixed_conditions_are_refused():
+    model = da.load_model("digits")
+    with pytest.raises(da.DiffalignError, match="one condition per call"):
+        da.sample(model, linear_reward, sampler="dts", num_samples=2, nfe=1000, steps=10, cond=torch.tensor([1, 2]))
+
+
+def test_dts_on_embedded_model_with_cfg():
+    model = da.CFGDenoiser(da.load_model("digits"), 2.0)
+    reward = da.rewards.get("digit", target=5)
+    out = da.sample(model, reward, sampler="dts", num_samples=4, nfe=2 * 10 * 40, steps=10, seed=0, cond=5,
+                    branch_every=5)
+    assert out.nfe <= 800 and out.samples.shape == (4, 1, 8, 8)
