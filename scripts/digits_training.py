@@ -21,13 +21,13 @@ from diffalign.models.class_condition import ClassEmbeddingCondition
 LossFn = Callable[[torch.nn.Module, torch.Tensor, dict, torch.Generator], torch.Tensor]
 
 
-def parse_args(description: str, default_out: str, default_steps: int) -> argparse.Namespace:
+def parse_args(description: str, default_out: str, default_steps: int, default_label_dropout: float = 0.1) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--out", default=default_out, help="output directory (replaced atomically)")
     parser.add_argument("--steps", type=int, default=default_steps)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--label-dropout", type=float, default=0.1, help="rate of the null embedding")
+    parser.add_argument("--label-dropout", type=float, default=default_label_dropout, help="rate of the null embedding")
     parser.add_argument("--ema", type=float, default=0.999)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
