@@ -181,3 +181,15 @@ def test_dts_on_embedded_model_with_cfg():
     out = da.sample(model, reward, sampler="dts", num_samples=4, nfe=2 * 10 * 40, steps=10, seed=0, cond=5,
                     branch_every=5)
     assert out.nfe <= 800 and out.samples.shape == (4, 1, 8, 8)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known finite-budget bias: with real branching (the paper's widening c_pw=2, alpha=0.8) DTS under-tilts. "
+    "Children of nodes whose first rollouts scored high are expanded more, so those high rewards are averaged "
+    "down in the log-mean-exp while low first rollouts keep their full weight. Measured: 0.51-0.54 vs the exact "
+    "0.71 at 2k and 8k rollouts, not shrinking with budget. The defaults (c_pw=4, alpha=0.9) widen the root "
+    "on every iteration at these budgets and so behave like SIR, which is exact."))
+def test_deep_tree_reaches_exact_tilted_mean(model, chain_variance):
+    out = da.sample(model, linear_reward, sampler="dts", num_samples=4000, nfe=3000 * STEPS, steps=STEPS, seed=1,
+                    c_pw=2.0, alpha=0.8, branch_every=5)
+    assert out.samples[:, 0].double().mean().item() == pytest.approx(chain_variance[0].item(), abs=0.08)

@@ -26,7 +26,6 @@ from .loading import read_json
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 EMBEDDED = {"digits": DATA_DIR / "digits", "digits-flow": DATA_DIR / "digits-flow"}
-CLASSIFIER_DIR = DATA_DIR / "digit-classifier"
 
 
 @dataclass(frozen=True)
