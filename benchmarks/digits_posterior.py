@@ -81,10 +81,10 @@ def main() -> None:
              "Samplers at their defaults (DTS: c_pw=4, alpha=0.9, branch every 10 steps, 16 leaves per iteration; "
              "SMC: diff potential, resampling every 10 steps when ESS < K/2).")
     path = common.write_markdown("digits_posterior", "Digits class posterior p(x | c) from the unconditional model", rows,
-                                 ["sampler", "NFE", "FID (mean over classes)", "log p(c|x)", "diversity", "s / class"],
+                                 ["sampler", "NFE", "FID (mean over classes)", "log p(c \\| x)", "diversity", "s / class"],
                                  notes, args.quick)
     with path.open("a") as f:
-        f.write("\n## Per class\n\n| class | sampler | NFE | FID | log p(c|x) | diversity |\n|---|---|---|---|---|---|\n")
+        f.write("\n## Per class\n\n| class | sampler | NFE | FID | log p(c \\| x) | diversity |\n|---|---|---|---|---|---|\n")
         f.writelines("| " + " | ".join(str(x) for x in r) + " |\n" for r in per_class)
     print(f"wrote {path}")
     common.result_line("digits_posterior", **{f"{n}_fid_{b}": f"{means[(n, b)][0]:.2f}" for n in SAMPLERS for b in budgets})
