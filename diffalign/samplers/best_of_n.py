@@ -42,8 +42,11 @@ class BestOfNSampler(Sampler):
         kernel = resolve_kernel(model, self.kernel, **self.kernel_options)
         encoded = model.encode_condition(cond, num_samples)
         per_rollout = steps * model.evals_for(encoded)
-        n = self.n if self.n is not None else (None if nfe is None else nfe // (num_samples * per_rollout))
-        if n is None:
+        if self.n is not None:
+            n = self.n
+        elif nfe is not None:
+            n = nfe // (num_samples * per_rollout)
+        else:
             n = 1
         needed = num_samples * max(n, 1) * per_rollout
         if n < 1 or (nfe is not None and needed > nfe):

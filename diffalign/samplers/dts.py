@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from ..errors import DiffalignError, choice_error
 from ..kernels import Kernel
-from ..models.conditioning import Condition, index_condition
+from ..models.conditioning import index_condition
 from . import tree_math
 from .base import SampleOutput, Sampler, check_positive_int, too_small_budget
 from .registry import SAMPLERS

@@ -77,3 +77,16 @@ def single_condition(model, cond, name: str) -> Condition:
             raise DiffalignError(f"{name} serves one condition per call; got several labels {cond.unique().tolist()}")
         cond = cond[0]
     return model.encode_condition(cond, 1)
+
+
+def pooled_rollout_plan(model, cond, steps: int, nfe, name: str) -> tuple[Condition, int]:
+    """For samplers that pool rollouts under one condition (SIR's pool, SMC's particles): how many
+    rollouts the budget buys, nfe // (steps x passes), and the encoded condition repeated for each."""
+    from .base import too_small_budget
+
+    encoded = single_condition(model, cond, name)
+    per_rollout = steps * model.evals_for(encoded)
+    if nfe is None or nfe < per_rollout:
+        raise too_small_budget(name, nfe, per_rollout, f"one rollout of {steps} steps")
+    count = nfe // per_rollout
+    return index_condition(encoded, torch.zeros(count, dtype=torch.long, device=model.device)), count

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from typing import Optional
 
-import torch
 
 from ..kernels import Kernel
-from ..models.conditioning import index_condition
-from .base import SampleOutput, Sampler, too_small_budget
+from .base import SampleOutput, Sampler
 from .registry import SAMPLERS
-from .rollout import batched_rollouts, evaluate_reward, resolve_kernel, single_condition
+from .rollout import batched_rollouts, evaluate_reward, pooled_rollout_plan, resolve_kernel
 from .weights import effective_sample_size, multinomial_resample
 
 
@@ -45,12 +43,7 @@ class SIRSampler(Sampler):
 
     def _sample(self, model, reward, num_samples, nfe, steps, generator, cond):
         kernel = resolve_kernel(model, self.kernel, **self.kernel_options)
-        encoded = single_condition(model, cond, self.name)
-        per_rollout = steps * model.evals_for(encoded)
-        if nfe is None or nfe < per_rollout:
-            raise too_small_budget(self.name, nfe, per_rollout, f"one rollout of {steps} steps")
-        m = nfe // per_rollout
-        rows = index_condition(encoded, torch.zeros(m, dtype=torch.long, device=model.device))
+        rows, m = pooled_rollout_plan(model, cond, steps, nfe, self.name)
         x0 = batched_rollouts(model, m, model.schedule.time_grid(steps), kernel, rows, generator, self.batch_size,
                               self.show_progress())
         rewards = evaluate_reward(reward, model, x0, self.batch_size)

@@ -24,9 +24,9 @@ from tqdm.auto import tqdm
 from ..errors import DiffalignError, choice_error
 from ..kernels import Kernel
 from ..models.conditioning import index_condition
-from .base import SampleOutput, Sampler, check_positive_int, too_small_budget
+from .base import SampleOutput, Sampler, check_positive_int
 from .registry import SAMPLERS
-from .rollout import evaluate_reward, initial_noise, resolve_kernel, single_condition
+from .rollout import evaluate_reward, initial_noise, pooled_rollout_plan, resolve_kernel
 from .weights import effective_sample_size, multinomial_resample, systematic_resample
 
 POTENTIALS = ("diff", "max")
@@ -72,12 +72,7 @@ class SMCSampler(Sampler):
 
     def _sample(self, model, reward, num_samples, nfe, steps, generator, cond):
         kernel = resolve_kernel(model, self.kernel, **self.kernel_options)
-        encoded = single_condition(model, cond, self.name)
-        per_particle = steps * model.evals_for(encoded)
-        if nfe is None or nfe < per_particle:
-            raise too_small_budget(self.name, nfe, per_particle, f"one particle of {steps} steps")
-        k = nfe // per_particle
-        rows = index_condition(encoded, torch.zeros(k, dtype=torch.long, device=model.device))
+        rows, k = pooled_rollout_plan(model, cond, steps, nfe, self.name)
         grid = model.schedule.time_grid(steps)
         x = initial_noise(model, k, generator)
         log_w = torch.zeros(k, dtype=torch.float64, device=x.device)
