@@ -71,6 +71,17 @@ def test_linear_reward_reaches_exact_tilted_mean(model, chain_variance, name):
     assert out.samples[:, 1].double().mean().item() == pytest.approx(0.0, abs=0.08)
 
 
+@pytest.mark.parametrize("leaves", [1, 16])
+def test_batched_selection_widens_like_sequential(model, leaves):
+    """With alpha = 0 every node takes at most c_pw children, however many selections share a batch."""
+    out = da.sample(model, linear_reward, sampler="dts", num_samples=1, nfe=1000 * STEPS, steps=STEPS, seed=0,
+                    c_pw=2.0, alpha=0.0, branch_steps=[10], leaves_per_iteration=leaves, max_idle_iterations=2)
+    # levels: x_1 (2 nodes), step 10 (4 nodes), x_0 (8 nodes)
+    assert out.info["nodes"] == 2 + 4 + 8 and out.info["terminals"] == 8
+    # four rollouts from the noise level (20 steps each) and four from step 10 (10 steps each)
+    assert out.nfe == 4 * 20 + 4 * 10
+
+
 def test_dts_star_finds_high_rewards(model):
     best_of_n = da.sample(model, linear_reward, sampler="best-of-n", num_samples=1, nfe=500 * STEPS, steps=STEPS, seed=0)
     star = da.sample(model, linear_reward, sampler="dts-star", num_samples=3, nfe=500 * STEPS, steps=STEPS, seed=0,

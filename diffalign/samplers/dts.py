@@ -48,6 +48,8 @@ from .tree import ROOT, DiffusionTree
 
 NONFINITE_CHOICES = ("-inf", "error")
 MEMORY_CHOICES = ("stop", "error")
+# selections tried per free row of a batch before the batch is expanded as it is
+SELECTIONS_PER_SLOT = 16
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
@@ -70,10 +72,17 @@ class DTSSampler(Sampler):
         lam: inverse temperature lambda (> 0; ``float("inf")`` makes backups and selection greedy);
             default 1 for DTS and inf (max backup) for DTS*.
         c_pw, alpha: progressive widening, a node widens while |children| < c_pw N^alpha. The paper uses
-            (2, 0.8); the defaults (4, 0.9) were tuned on the 2-D GMM benchmark (benchmarks/gmm.py).
+            (2, 0.8). DTS defaults to (4, 0.9), tuned on the 2-D GMM benchmark (benchmarks/gmm.py): at
+            budgets below ~1e6 rollouts the root then widens on every selection, so DTS samples like SIR.
+            Real branching under-tilts at finite budgets (benchmarks/dts_bias.py): a child whose first
+            rollouts scored high is selected, widened and averaged down by its later rollouts, while a
+            child that scored low is left alone -- the adaptive allocation biases the log-mean-exp.
+            DTS* (search, where that bias is harmless) defaults to (1, 0.5) with c_uct = 0.3.
         branch_every: steps between branching levels (paper: 10 of 50 steps); or ``branch_steps``,
             an explicit list of step indices.
         leaves_per_iteration: selections expanded together (one batched model call per step).
+            Selections that end on an existing sample expand nothing, so up to 16 selections per row
+            are tried to fill the batch; widening counts the children promised earlier in the batch.
         kernel: the base stochastic kernel (default: DDPM for VP models, the flow SDE for flow models).
         max_memory_bytes: cap on stored node states; ``on_memory_full`` is "stop" or "error".
         storage_dtype, storage_device: where node states live (e.g. "float16", "cpu").
@@ -86,13 +95,14 @@ class DTSSampler(Sampler):
     needs_reward = True
     greedy_output = False
     default_lam = 1.0
+    default_c_pw, default_alpha, default_c_uct = 4.0, 0.9, 1.0
 
     def __init__(
         self,
         lam: Optional[float] = None,
-        c_pw: float = 4.0,
-        alpha: float = 0.9,
-        c_uct: float = 1.0,
+        c_pw: Optional[float] = None,
+        alpha: Optional[float] = None,
+        c_uct: Optional[float] = None,
         branch_every: Optional[int] = 10,
         branch_steps: Optional[list[int]] = None,
         leaves_per_iteration: int = 16,
@@ -109,6 +119,9 @@ class DTSSampler(Sampler):
     ):
         super().__init__(progress=progress)
         lam = self.default_lam if lam is None else lam
+        c_pw = self.default_c_pw if c_pw is None else c_pw
+        alpha = self.default_alpha if alpha is None else alpha
+        c_uct = self.default_c_uct if c_uct is None else c_uct
         if not (isinstance(lam, (int, float)) and lam > 0):
             raise DiffalignError(f"lam must be a positive number (or inf), got {lam!r}")
         if not c_pw > 0 or not 0 <= alpha <= 1:
@@ -143,12 +156,19 @@ class DTSSampler(Sampler):
         probs = tree_math.boltzmann_probabilities(tree.value[kids], self.lam)
         return kids[tree_math.sample_index(probs, rng)]
 
-    def select(self, tree: DiffusionTree, rng: np.random.Generator) -> int:
-        """Descend to a node to expand (or a terminal), counting a visit on every node passed."""
+    def select(self, tree: DiffusionTree, rng: np.random.Generator, pending: Optional[dict[int, int]] = None) -> int:
+        """Descend to a node to expand (or a terminal), counting a visit on every node passed.
+
+        ``pending`` counts the children already promised to each node by earlier selections of the
+        same batch; widening counts them too, so a batch widens exactly as the same selections made
+        one at a time would (otherwise 16 selections of a fresh node would give it 16 children).
+        """
+        pending = {} if pending is None else pending
         node = ROOT
         while True:
             tree.visits[node] += 1
-            if tree.is_terminal(node) or tree_math.may_widen(len(tree.children[node]), tree.visits[node], self.c_pw, self.alpha):
+            children = len(tree.children[node]) + pending.get(node, 0)
+            if tree.is_terminal(node) or not tree.children[node] or tree_math.may_widen(children, tree.visits[node], self.c_pw, self.alpha):
                 return node
             node = self.choose_child(tree, node, rng)
 
@@ -191,11 +211,13 @@ class DTSSampler(Sampler):
         bar = tqdm(total=budget, desc=self.name, unit="nfe", disable=not self.show_progress())
         while True:
             left = budget - (tree.nfe - spent_before)
-            picks, cost, new_nodes = [], 0, 0
-            for _ in range(self.leaves_per_iteration):
-                node = self.select(tree, rng)
+            expand, cost, new_nodes, pending, selections = [], 0, 0, {}, 0
+            # A selection that ends on a terminal expands nothing (a fully widened node chose an
+            # existing sample); keep selecting so the batched model calls stay full, up to a cap.
+            while len(expand) < self.leaves_per_iteration and selections < SELECTIONS_PER_SLOT * self.leaves_per_iteration:
+                selections += 1
+                node = self.select(tree, rng, pending)
                 if tree.is_terminal(node):
-                    picks.append(node)
                     continue
                 start = tree.level_steps[tree.level[node]] if node != ROOT else 0
                 row_cost = (len(grid) - 1 - start) * evals
@@ -205,9 +227,10 @@ class DTSSampler(Sampler):
                 if not tree.can_add(new_nodes + row_nodes):
                     memory_full = True
                     break
-                picks.append(node)
+                expand.append(node)
+                pending[node] = pending.get(node, 0) + 1
                 cost, new_nodes = cost + row_cost, new_nodes + row_nodes
-            expand = [n for n in picks if not tree.is_terminal(n)]
+            tree.iterations += selections
             if memory_full and self.on_memory_full == "error":
                 raise DiffalignError(
                     f"{self.name}: tree memory budget of {self.max_memory_bytes} bytes is full "
@@ -228,7 +251,6 @@ class DTSSampler(Sampler):
                 idle = 0
             else:
                 idle += 1
-            tree.iterations += 1
             cheapest = evals * (len(grid) - 1 - tree.level_steps[tree.terminal_level - 1])
             if memory_full or budget - (tree.nfe - spent_before) < cheapest or idle >= self.max_idle_iterations:
                 break
@@ -314,6 +336,8 @@ class DTSStarSampler(DTSSampler):
     name = "dts-star"
     greedy_output = True
     default_lam = math.inf
+    # Search tolerates (and needs) a narrow, deep tree: see benchmarks/search.py and the README
+    default_c_pw, default_alpha, default_c_uct = 1.0, 0.5, 0.3
 
     def choose_child(self, tree, node, rng):
         kids = tree.children[node]
