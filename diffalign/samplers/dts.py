@@ -156,8 +156,8 @@ class DTSSampler(Sampler):
         probs = tree_math.boltzmann_probabilities(tree.value[kids], self.lam)
         return kids[tree_math.sample_index(probs, rng)]
 
-    def select(self, tree: DiffusionTree, rng: np.random.Generator, pending: Optional[dict[int, int]] = None) -> int:
-        """Descend to a node to expand (or a terminal), counting a visit on every node passed.
+    def select(self, tree: DiffusionTree, rng: np.random.Generator, pending: Optional[dict[int, int]] = None) -> Optional[int]:
+        """Descend to a node to expand (or a terminal, or None), counting a visit on every node passed.
 
         ``pending`` counts the children already promised to each node by earlier selections of the
         same batch; widening counts them too, so a batch widens exactly as the same selections made
@@ -168,8 +168,10 @@ class DTSSampler(Sampler):
         while True:
             tree.visits[node] += 1
             children = len(tree.children[node]) + pending.get(node, 0)
-            if tree.is_terminal(node) or not tree.children[node] or tree_math.may_widen(children, tree.visits[node], self.c_pw, self.alpha):
+            if tree.is_terminal(node) or tree_math.may_widen(children, tree.visits[node], self.c_pw, self.alpha):
                 return node
+            if not tree.children[node]:
+                return None  # fully widened, but its children are still being rolled out in this batch
             node = self.choose_child(tree, node, rng)
 
     # -- the public entry points ----------------------------------------------------------------------
@@ -217,7 +219,7 @@ class DTSSampler(Sampler):
             while len(expand) < self.leaves_per_iteration and selections < SELECTIONS_PER_SLOT * self.leaves_per_iteration:
                 selections += 1
                 node = self.select(tree, rng, pending)
-                if tree.is_terminal(node):
+                if node is None or tree.is_terminal(node):
                     continue
                 start = tree.level_steps[tree.level[node]] if node != ROOT else 0
                 row_cost = (len(grid) - 1 - start) * evals
