@@ -129,11 +129,14 @@ def main() -> None:
 
     rows = [[name, f"{nfe:,}", f"{_mean(tv):.4f} ± {_std(tv):.4f}", f"{_mean(mm):.4f} ± {_std(mm):.4f}", f"{_mean(s):.1f}"]
             for (name, nfe), (tv, mm, s) in results.items()]
+    dts, star = da.samplers.get("dts"), da.samplers.get("dts-star")
     notes = (f"`python benchmarks/gmm.py{' --quick' if args.quick else ''}`: {seeds} seeds, {NUM_OUT} output samples per "
              f"run ({NUM_MMD} for MMD), ground truth from {pool:,} base-chain samples (importance ESS {ess:,.0f}). True mode weights: "
-             f"{', '.join(f'{w:.4f}' for w in truth.tolist())}. Sampler options: {json.dumps(SAMPLERS)} (DTS defaults "
-             f"otherwise: c_pw=4, alpha=0.9, 16 leaves per iteration; the paper's widening is the extra DTS row). DTS* is a search method (it returns the best "
-             f"samples it found), listed for completeness: it is not meant to match the target.")
+             f"{', '.join(f'{w:.4f}' for w in truth.tolist())}. Sampler options: {json.dumps(SAMPLERS)} (otherwise "
+             f"defaults: DTS c_pw={dts.c_pw:g}, alpha={dts.alpha:g}; DTS* c_pw={star.c_pw:g}, alpha={star.alpha:g}, "
+             f"c_uct={star.c_uct:g}; {dts.leaves_per_iteration} leaves per iteration; the paper's widening is the extra DTS row). "
+             f"DTS* is a search method (it returns the best samples it found), listed for completeness: it is not meant "
+             f"to match the target.")
     path = common.write_markdown("gmm", "2-D GMM: distance to the exact tilted target", rows,
                                  ["sampler", "NFE", "mode TV (mean ± std)", "MMD (mean ± std)", "s / run"], notes, args.quick)
     _plot(results, budgets, path.with_suffix(".png"))
