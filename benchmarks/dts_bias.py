@@ -31,6 +31,11 @@ SETTINGS = {
     "dts_paper_noise_level_only": ("dts paper, branching only at x_1", "dts",
                                    {"branch_steps": [], "c_pw": 2.0, "alpha": 0.8}),
     "dts_narrow": ("dts (c_pw=1, alpha=0.5)", "dts", {"branch_every": 5, "c_pw": 1.0, "alpha": 0.5}),
+    # the same trees, output by resampling leaves with their selection's importance weight
+    "dts_paper_reweight": ("dts paper, output=reweight", "dts",
+                           {"branch_every": 5, "c_pw": 2.0, "alpha": 0.8, "output": "reweight"}),
+    "dts_narrow_reweight": ("dts (c_pw=1, alpha=0.5), output=reweight", "dts",
+                            {"branch_every": 5, "c_pw": 1.0, "alpha": 0.5, "output": "reweight"}),
 }
 
 

@@ -46,6 +46,7 @@ SAMPLERS = {
     "smc": ("smc", {"resample_every": 20}),
     "dts": ("dts", {"branch_every": 20}),
     "dts (paper c_pw=2, alpha=0.8)": ("dts", {"branch_every": 20, "c_pw": 2.0, "alpha": 0.8}),
+    "dts (paper widening, output=reweight)": ("dts", {"branch_every": 20, "c_pw": 2.0, "alpha": 0.8, "output": "reweight"}),
     "dts-star": ("dts-star", {"branch_every": 20}),
 }
 

@@ -194,6 +194,20 @@ def test_dts_on_embedded_model_with_cfg():
     assert out.nfe <= 800 and out.samples.shape == (4, 1, 8, 8)
 
 
+def test_reweighted_output_reaches_exact_tilted_mean(model, chain_variance):
+    """The same biased tree as below, output by importance-reweighted leaves, lands on the target."""
+    out = da.sample(model, linear_reward, sampler="dts", num_samples=4000, nfe=3000 * STEPS, steps=STEPS, seed=1,
+                    c_pw=2.0, alpha=0.8, branch_every=5, output="reweight")
+    assert out.samples[:, 0].double().mean().item() == pytest.approx(chain_variance[0].item(), abs=0.08)
+
+
+def test_reweight_needs_finite_lam():
+    with pytest.raises(da.DiffalignError, match="finite lam"):
+        da.samplers.get("dts", lam=math.inf, output="reweight")
+    with pytest.raises(da.DiffalignError, match="descend"):
+        da.samplers.get("dts", output="best")
+
+
 @pytest.mark.xfail(strict=True, reason=(
     "known finite-budget bias: with real branching (the paper's widening c_pw=2, alpha=0.8) DTS under-tilts. "
     "Children of nodes whose first rollouts scored high are expanded more, so those high rewards are averaged "

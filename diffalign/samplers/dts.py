@@ -47,6 +47,7 @@ from .rollout import evaluate_reward, initial_noise, resolve_kernel, single_cond
 from .tree import ROOT, DiffusionTree
 
 NONFINITE_CHOICES = ("-inf", "error")
+OUTPUT_CHOICES = ("descend", "reweight")
 MEMORY_CHOICES = ("stop", "error")
 # selections tried per free row of a batch before the batch is expanded as it is
 SELECTIONS_PER_SLOT = 16
@@ -89,6 +90,11 @@ class DTSSampler(Sampler):
         nonfinite_reward: "-inf" (default) or "error".
         reuse_tree: if True, a second :meth:`sample` call with the same model, reward, condition and
             steps grows the existing tree by ``nfe`` more evaluations instead of starting afresh.
+        output: "descend" (the paper's Algorithm 2: root to leaf with P(child) proportional to
+            exp(lambda v)) or "reweight" (experimental, not in the paper): resample the tree's samples
+            proportionally to w exp(lambda r), where w is the importance weight of the selection that
+            produced each one against a uniform descent -- an attempt to undo the adaptive-allocation
+            bias described above; measured in benchmarks/dts_bias.py.
     """
 
     name = "dts"
@@ -114,6 +120,7 @@ class DTSSampler(Sampler):
         storage_device: Optional[str] = None,
         nonfinite_reward: str = "-inf",
         reuse_tree: bool = False,
+        output: str = "descend",
         max_idle_iterations: int = 1000,
         progress: Optional[bool] = None,
     ):
@@ -128,6 +135,10 @@ class DTSSampler(Sampler):
             raise DiffalignError(f"progressive widening needs c_pw > 0 and 0 <= alpha <= 1, got c_pw={c_pw}, alpha={alpha}")
         if nonfinite_reward not in NONFINITE_CHOICES:
             raise choice_error("nonfinite_reward", nonfinite_reward, list(NONFINITE_CHOICES))
+        if output not in OUTPUT_CHOICES:
+            raise choice_error("output", output, list(OUTPUT_CHOICES))
+        if output == "reweight" and math.isinf(lam):
+            raise DiffalignError("output='reweight' needs a finite lam (it weights samples by exp(lam r))")
         if on_memory_full not in MEMORY_CHOICES:
             raise choice_error("on_memory_full", on_memory_full, list(MEMORY_CHOICES))
         if isinstance(storage_dtype, str):
@@ -145,34 +156,44 @@ class DTSSampler(Sampler):
         self.storage_dtype, self.storage_device = storage_dtype, storage_device
         self.nonfinite_reward = nonfinite_reward
         self.reuse_tree = bool(reuse_tree)
+        self.output = output
         self.max_idle_iterations = check_positive_int("max_idle_iterations", max_idle_iterations)
         self.tree: Optional[DiffusionTree] = None
         self._tree_key: Optional[tuple] = None
         self._last_reward = None
 
     # -- selection rules (DTS: Boltzmann; DTS*: UCT) ------------------------------------------------
-    def choose_child(self, tree: DiffusionTree, node: int, rng: np.random.Generator) -> int:
+    def choose_child(self, tree: DiffusionTree, node: int, rng: np.random.Generator) -> tuple[int, float]:
+        """The child to descend into, and the probability with which it was chosen."""
         kids = tree.children[node]
         probs = tree_math.boltzmann_probabilities(tree.value[kids], self.lam)
-        return kids[tree_math.sample_index(probs, rng)]
+        i = tree_math.sample_index(probs, rng)
+        return kids[i], float(probs[i])
 
-    def select(self, tree: DiffusionTree, rng: np.random.Generator, pending: Optional[dict[int, int]] = None) -> Optional[int]:
+    def select(self, tree: DiffusionTree, rng: np.random.Generator,
+               pending: Optional[dict[int, int]] = None) -> tuple[Optional[int], float]:
         """Descend to a node to expand (or a terminal, or None), counting a visit on every node passed.
 
         ``pending`` counts the children already promised to each node by earlier selections of the
         same batch; widening counts them too, so a batch widens exactly as the same selections made
         one at a time would (otherwise 16 selections of a fresh node would give it 16 children).
+
+        Also returns the log design weight of the descent, sum of -log(|children| P(chosen child)):
+        the importance weight of this selection against a descent that picks children uniformly
+        (used by ``output="reweight"``).
         """
         pending = {} if pending is None else pending
-        node = ROOT
+        node, log_weight = ROOT, 0.0
         while True:
             tree.visits[node] += 1
             children = len(tree.children[node]) + pending.get(node, 0)
             if tree.is_terminal(node) or tree_math.may_widen(children, tree.visits[node], self.c_pw, self.alpha):
-                return node
+                return node, log_weight
             if not tree.children[node]:
-                return None  # fully widened, but its children are still being rolled out in this batch
-            node = self.choose_child(tree, node, rng)
+                return None, log_weight  # fully widened, but its children are still being rolled out in this batch
+            count = len(tree.children[node])
+            node, probability = self.choose_child(tree, node, rng)
+            log_weight -= math.log(count * probability)
 
     # -- the public entry points ----------------------------------------------------------------------
     def _sample(self, model, reward, num_samples, nfe, steps, generator, cond):
@@ -213,12 +234,12 @@ class DTSSampler(Sampler):
         bar = tqdm(total=budget, desc=self.name, unit="nfe", disable=not self.show_progress())
         while True:
             left = budget - (tree.nfe - spent_before)
-            expand, cost, new_nodes, pending, selections = [], 0, 0, {}, 0
+            expand, log_weights, cost, new_nodes, pending, selections = [], [], 0, 0, {}, 0
             # A selection that ends on a terminal expands nothing (a fully widened node chose an
             # existing sample); keep selecting so the batched model calls stay full, up to a cap.
             while len(expand) < self.leaves_per_iteration and selections < SELECTIONS_PER_SLOT * self.leaves_per_iteration:
                 selections += 1
-                node = self.select(tree, rng, pending)
+                node, log_weight = self.select(tree, rng, pending)
                 if node is None or tree.is_terminal(node):
                     continue
                 start = tree.level_steps[tree.level[node]] if node != ROOT else 0
@@ -230,6 +251,7 @@ class DTSSampler(Sampler):
                     memory_full = True
                     break
                 expand.append(node)
+                log_weights.append(log_weight)
                 pending[node] = pending.get(node, 0) + 1
                 cost, new_nodes = cost + row_cost, new_nodes + row_nodes
             tree.iterations += selections
@@ -248,6 +270,7 @@ class DTSSampler(Sampler):
                     rewards[bad] = -np.inf
                     nonfinite += int(bad.sum())
                 tree.backup(leaves, rewards, self.lam)
+                tree.design_log_weight.update(zip(leaves, log_weights))
                 tree.nfe += cost
                 bar.update(cost)
                 idle = 0
@@ -311,6 +334,13 @@ class DTSSampler(Sampler):
             terminals = tree.terminals()
             order = np.argsort(-tree.value[terminals], kind="stable")
             chosen = terminals[order[np.arange(num_samples) % len(order)]]
+        elif self.output == "reweight":
+            terminals = tree.terminals()
+            logits = np.array([tree.design_log_weight.get(int(n), 0.0) for n in terminals]) + self.lam * tree.value[terminals]
+            if not np.isfinite(logits.max()):
+                raise DiffalignError(f"{self.name}: every sample in the tree has reward -inf; nothing to resample")
+            weights = np.exp(logits - logits.max())
+            chosen = terminals[rng.choice(len(terminals), size=num_samples, p=weights / weights.sum())]
         else:
             chosen = np.array([self._descend(tree, rng) for _ in range(num_samples)], dtype=np.int64)
         samples = tree.state(chosen.tolist()).to(torch.float32 if tree.storage_dtype != torch.float64 else torch.float64)
@@ -345,7 +375,7 @@ class DTSStarSampler(DTSSampler):
         kids = tree.children[node]
         scores = tree_math.uct_scores(tree.value[kids], tree.visits[kids], tree.visits[node], self.c_uct)
         best = np.flatnonzero(scores == scores.max())
-        return kids[best[rng.integers(len(best))] if len(best) > 1 else best[0]]
+        return kids[best[rng.integers(len(best))] if len(best) > 1 else best[0]], 1.0 / len(best)
 
 
 SAMPLERS.register("dts-star")(DTSStarSampler)

@@ -47,6 +47,8 @@ class DiffusionTree:
         self._visits = np.ones(64)
         self._states = torch.empty((64, *self.shape), dtype=storage_dtype, device=self.storage_device)
         self.terminal_nodes: list[int] = []
+        # terminal -> log importance weight of the selection that produced it (see DTSSampler.select)
+        self.design_log_weight: dict[int, float] = {}
         self.iterations = 0
         self.nfe = 0
 
