@@ -18,6 +18,8 @@ One iteration (their Algorithm 1), batched over ``leaves_per_iteration`` selecti
 
 Output: DTS draws each sample by descending from the root with P(child) proportional to
 exp(lambda v), which needs no model call -- the method is anytime (see :meth:`DTSSampler.draw`).
+``output="reweight"`` (experimental, not in the paper) instead resamples the tree's samples with
+their selection's importance weight, which removes the finite-budget bias of the descent.
 DTS* returns the highest-reward samples it found.
 
 Bounded memory: ``max_memory_bytes`` caps stored states. When the next batch of nodes would not
