@@ -272,7 +272,7 @@ class DTSSampler(Sampler):
                     rewards[bad] = -np.inf
                     nonfinite += int(bad.sum())
                 tree.backup(leaves, rewards, self.lam)
-                tree.design_log_weight.update(zip(leaves, log_weights))
+                tree.log_weight[leaves] = log_weights
                 tree.nfe += cost
                 bar.update(cost)
                 idle = 0
@@ -338,7 +338,7 @@ class DTSSampler(Sampler):
             chosen = terminals[order[np.arange(num_samples) % len(order)]]
         elif self.output == "reweight":
             terminals = tree.terminals()
-            logits = np.array([tree.design_log_weight.get(int(n), 0.0) for n in terminals]) + self.lam * tree.value[terminals]
+            logits = tree.log_weight[terminals] + self.lam * tree.value[terminals]
             if not np.isfinite(logits.max()):
                 raise DiffalignError(f"{self.name}: every sample in the tree has reward -inf; nothing to resample")
             weights = np.exp(logits - logits.max())

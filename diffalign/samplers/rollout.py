@@ -11,6 +11,7 @@ from ..errors import DiffalignError
 from ..kernels import Kernel, get_kernel
 from ..models.conditioning import Condition, index_condition
 from ..models.denoiser import Denoiser
+from .base import too_small_budget
 
 
 def resolve_kernel(model: Denoiser, kernel: Optional[str | Kernel], **options) -> Kernel:
@@ -82,8 +83,6 @@ def single_condition(model, cond, name: str) -> Condition:
 def pooled_rollout_plan(model, cond, steps: int, nfe, name: str) -> tuple[Condition, int]:
     """For samplers that pool rollouts under one condition (SIR's pool, SMC's particles): how many
     rollouts the budget buys, nfe // (steps x passes), and the encoded condition repeated for each."""
-    from .base import too_small_budget
-
     encoded = single_condition(model, cond, name)
     per_rollout = steps * model.evals_for(encoded)
     if nfe is None or nfe < per_rollout:

@@ -46,9 +46,10 @@ class DiffusionTree:
         self._value = np.zeros(64)
         self._visits = np.ones(64)
         self._states = torch.empty((64, *self.shape), dtype=storage_dtype, device=self.storage_device)
+        # per node: log importance weight of the selection that launched the rollout which created it
+        # (see DTSSampler.select); only terminals' weights are read
+        self._log_weight = np.zeros(64)
         self.terminal_nodes: list[int] = []
-        # terminal -> log importance weight of the selection that produced it (see DTSSampler.select)
-        self.design_log_weight: dict[int, float] = {}
         self.iterations = 0
         self.nfe = 0
 
@@ -82,6 +83,10 @@ class DiffusionTree:
     def visits(self) -> np.ndarray:
         return self._visits[: len(self.parent)]
 
+    @property
+    def log_weight(self) -> np.ndarray:
+        return self._log_weight[: len(self.parent)]
+
     def state(self, nodes) -> torch.Tensor:
         return self._states[torch.as_tensor(nodes, dtype=torch.long, device=self.storage_device)]
 
@@ -99,6 +104,7 @@ class DiffusionTree:
             self._states = grown
             self._value = np.concatenate([self._value, np.zeros(capacity - len(self._value))])
             self._visits = np.concatenate([self._visits, np.ones(capacity - len(self._visits))])
+            self._log_weight = np.concatenate([self._log_weight, np.zeros(capacity - len(self._log_weight))])
         self._states[first:needed] = states.to(device=self.storage_device, dtype=self.storage_dtype)
         new = list(range(first, needed))
         for node, parent in zip(new, parents):
@@ -108,6 +114,7 @@ class DiffusionTree:
             self.children[parent].append(node)
             self._value[node] = 0.0
             self._visits[node] = 1.0
+            self._log_weight[node] = 0.0
             if self.level[node] == self.terminal_level:
                 self.terminal_nodes.append(node)
         return new
