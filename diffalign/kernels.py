@@ -22,15 +22,22 @@ from typing import Optional
 import torch
 
 from .errors import DiffalignError
-from .models.prediction import Prediction, _coefs
+from .models.prediction import Prediction, _coefs64
 from .registry import Registry
 
 LOG_2PI = math.log(2 * math.pi)
 
 
+LOG_PROB_REDUCTIONS = ("sum", "mean")
+
+
 @dataclass(frozen=True)
 class GaussianStep:
-    """N(mean, std^2 I) over x_{t_next}; std broadcasts against mean (a scalar per sample)."""
+    """N(mean, std^2 I) over x_{t_next}; std broadcasts against mean (a scalar per sample).
+
+    ``mean`` is in the sample's dtype; ``std`` is kept in float64 because the log-density of a large
+    latent is a sum of ~1e5 terms, which float16 overflows and bfloat16 rounds in steps of hundreds.
+    """
 
     mean: torch.Tensor
     std: torch.Tensor
@@ -38,20 +45,27 @@ class GaussianStep:
     def sample(self, noise: Optional[torch.Tensor]) -> torch.Tensor:
         if noise is None:
             return self.mean
-        return self.mean + self.std * noise
+        return self.mean + self.std.to(self.mean.dtype) * noise
 
     @property
     def is_deterministic(self) -> bool:
         return bool(torch.all(self.std == 0))
 
-    def log_prob(self, x_next: torch.Tensor) -> torch.Tensor:
-        """Per-sample log density (summed over all non-batch dimensions)."""
-        std = self.std.expand_as(self.mean)
+    def log_prob(self, x_next: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+        """Per-sample log density in float64, over all non-batch dimensions.
+
+        ``reduction="sum"`` is the exact log-density of x_next; ``"mean"`` divides it by the number of
+        elements (Flow-GRPO's convention: a per-element log-likelihood, whose PPO clip range is then a
+        per-element one, d times smaller in log-ratio terms than the summed form's).
+        """
+        if reduction not in LOG_PROB_REDUCTIONS:
+            raise DiffalignError(f"unknown log_prob reduction {reduction!r}; valid choices: sum, mean")
+        std = self.std.to(torch.float64).expand(self.mean.shape)
         if torch.any(std <= 0):
             raise DiffalignError("log_prob is undefined for a deterministic step (std = 0)")
-        z = (x_next - self.mean) / std
-        per_elem = -0.5 * z.square() - std.log() - 0.5 * LOG_2PI
-        return per_elem.flatten(1).sum(1)
+        z = (x_next.to(torch.float64) - self.mean.to(torch.float64)) / std
+        per_elem = (-0.5 * z.square() - std.log() - 0.5 * LOG_2PI).flatten(1)
+        return per_elem.sum(1) if reduction == "sum" else per_elem.mean(1)
 
 
 class Kernel:
@@ -91,13 +105,16 @@ class DDIM(Kernel):
         self.stochastic = self.eta > 0
 
     def __call__(self, pred, t_next):
-        x = pred.x
-        a, s = pred.alpha, pred.sigma
-        a_next, s_next = _coefs(pred.schedule.alpha, x, t_next), _coefs(pred.schedule.sigma, x, t_next)
+        # Coefficients are formed in float64 and cast only at the end: 1 - ratio^2 is a difference of
+        # nearly equal numbers, which bfloat16 would get ~2% wrong.
+        x, schedule = pred.x, pred.schedule
+        a, s = _coefs64(schedule.alpha, x, pred.t), _coefs64(schedule.sigma, x, pred.t)
+        a_next, s_next = _coefs64(schedule.alpha, x, t_next), _coefs64(schedule.sigma, x, t_next)
         ratio = (a * s_next) / (a_next * s)
         var = (self.eta**2) * s_next.square() * (1.0 - ratio.square()).clamp(min=0.0)
         var = torch.where(s_next > 0, var, torch.zeros_like(var))
-        mean = a_next * pred.x0 + (s_next.square() - var).clamp(min=0.0).sqrt() * pred.eps
+        eps_coef = (s_next.square() - var).clamp(min=0.0).sqrt()
+        mean = a_next.to(x.dtype) * pred.x0 + eps_coef.to(x.dtype) * pred.eps
         return GaussianStep(mean, var.sqrt())
 
     def __repr__(self):
@@ -117,8 +134,8 @@ class Euler(Kernel):
     stochastic = False
 
     def __call__(self, pred, t_next):
-        dt = _coefs(lambda t: t, pred.x, t_next - pred.t)
-        mean = pred.x + dt * pred.flow
+        dt = _coefs64(lambda t: t, pred.x, t_next - pred.t)
+        mean = pred.x + dt.to(pred.x.dtype) * pred.flow
         return GaussianStep(mean, torch.zeros_like(dt))
 
     def __repr__(self):
@@ -143,11 +160,12 @@ class FlowSDE(Kernel):
         self.stochastic = self.noise_level > 0
 
     def __call__(self, pred, t_next):
-        x = pred.x
-        h = _coefs(lambda t: t, x, pred.t - t_next)
-        t_g = _coefs(lambda t: t.clamp(max=self.t_max), x, pred.t)
+        x, dtype = pred.x, pred.x.dtype
+        h = _coefs64(lambda t: t, x, pred.t - t_next)
+        t_g = _coefs64(lambda t: t.clamp(max=self.t_max), x, pred.t)
         g2 = self.noise_level**2 * t_g / (1.0 - t_g)
-        mean = x - h * (pred.flow + g2 / (2.0 * pred.sigma) * pred.eps)
+        eps_coef = h * g2 / (2.0 * _coefs64(pred.schedule.sigma, x, pred.t))
+        mean = x - h.to(dtype) * pred.flow - eps_coef.to(dtype) * pred.eps
         return GaussianStep(mean, (g2 * h).sqrt())
 
     def __repr__(self):

@@ -100,6 +100,12 @@ def _coefs(fn, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return _broadcast(fn(t.to(torch.float64)), x)
 
 
+def _coefs64(fn, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Like :func:`_coefs` but kept in float64 (kernels combine coefficients before casting)."""
+    coef = fn(t.to(torch.float64)).to(x.device)
+    return coef.reshape(coef.shape + (1,) * (x.ndim - coef.ndim)) if coef.ndim else coef
+
+
 def combine(predictions: list[Prediction], weights: list[float]) -> Prediction:
     """Affine combination sum_i w_i * pred_i (weights summing to 1 keeps it a valid prediction).
 
