@@ -1,4 +1,4 @@
-"""`diffalign` command line: demo, sample, list.
+"""`diffalign` command line: demo, sample, train, list.
 
 Every bad input ends with one line on stderr and a non-zero exit (2 for bad input, 1 for anything
 unexpected); set DIFFALIGN_DEBUG=1 to see the traceback instead.
@@ -52,8 +52,29 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale")
     sample.add_argument("--out", default="samples.png", help="PNG grid to write")
 
+    sample.add_argument("--lora", default=None, help="a trained LoRA directory (diffusers format), e.g. runs/grpo/final")
+
+    train = commands.add_parser("train", help="fine-tune with a YAML preset (flow_dpo, rwr, grpo)")
+    train.add_argument("config", help="YAML preset, e.g. configs/grpo_digits.yaml (with --show-config: a method name)")
+    train.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides")
+    train.add_argument("--output-dir", help="run directory: checkpoints, logs, final/ (rerun to resume)")
+    train.add_argument("--max-steps", type=int, default=None, help="override train.max_steps")
+    train.add_argument("--checkpoint-every", type=int, default=None, help="override train.checkpoint_every")
+    train.add_argument("--overwrite", action="store_true", help="start afresh over a used --output-dir")
+    train.add_argument("--show-config", action="store_true", help="print the method's config keys, defaults and help")
+
     commands.add_parser("list", help="list models, samplers, rewards and kernels")
     return parser
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """Like ``parse_args``, but ``train`` takes key.path=value overrides anywhere on its line."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command != "train" or any(a.startswith("-") or "=" not in a for a in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = list(args.overrides) + extra
+    return args
 
 
 def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
@@ -103,7 +124,7 @@ def run_sample(args) -> None:
     from .images import save_grid
 
     out_path = check_writable_file(args.out)
-    model = da.load_model(args.model)
+    model = da.load_model(args.model, lora=args.lora)
     if args.cfg != 1.0:
         model = da.CFGDenoiser(model, args.cfg)
     reward = da.rewards.get(args.reward, **_reward_options(args)) if args.reward else None
@@ -132,13 +153,21 @@ def run_demo(args) -> None:
          candidates=args.candidates, steps=args.steps, seed=args.seed)
 
 
-COMMANDS = {"demo": run_demo, "sample": run_sample, "list": run_list}
+def run_train(args) -> None:
+    from .trainers.command import run_train as train
+
+    if not args.show_config and not args.output_dir:
+        raise DiffalignError("train needs --output-dir DIR")
+    train(args)
+
+
+COMMANDS = {"demo": run_demo, "sample": run_sample, "train": run_train, "list": run_list}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     debug = os.environ.get("DIFFALIGN_DEBUG") == "1"
     try:
-        args = build_parser().parse_args(argv)
+        args = parse_args(build_parser(), argv)
         COMMANDS[args.command](args)
         return 0
     except DiffalignError as err:

@@ -89,8 +89,12 @@ def load_model(
     name_or_path: str,
     device: Optional[str | torch.device] = None,
     dtype: Optional[torch.dtype] = None,
+    lora: Optional[str | os.PathLike] = None,
 ) -> Denoiser:
     """Load a denoiser: ``"digits"``, ``"digits-flow"``, a local diffusers directory, or a hub id (online).
+
+    ``lora``: a LoRA in diffusers' format (a directory with ``pytorch_lora_weights.safetensors``, as
+    ``diffalign train`` writes to ``DIR/final``) attached to the network.
 
     Raises :class:`DiffalignError` (one line, naming the path) for unknown names, missing folders,
     unsupported networks and missing or corrupt weights.
@@ -118,6 +122,10 @@ def load_model(
         condition_encoder=condition,
         decoder=decoder,
     )
+    if lora is not None:
+        from ..trainers.lora import load_lora
+
+        load_lora(network, lora)
     model = model.eval().requires_grad_(False)
     return model.to(device=device, dtype=dtype) if (device or dtype) else model
 

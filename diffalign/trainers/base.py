@@ -1,0 +1,346 @@
+"""The `Trainer` base: one small loop on accelerate that every method (DPO, RWR, GRPO) shares.
+
+A method supplies two things:
+
+* :meth:`Trainer.make_micro_batch` -- the data of one micro-batch (pairs, weighted samples, rollouts),
+  built from a generator seeded by (seed, step, micro-batch index) alone;
+* :meth:`Trainer.compute_loss` -- its loss and metrics.
+
+The base does the rest: LoRA or full fine-tuning, AdamW with warm-up and schedule, mixed precision,
+gradient accumulation, multi-process gradient averaging, clipping, EMA, tracker logging, a tqdm bar on
+the main process, atomic checkpoints and exact resume.
+
+**Data layout.** One optimizer step consumes ``gradient_accumulation_steps x num_processes``
+micro-batches; process p takes micro-batches p, p + P, p + 2P, ... Because each micro-batch depends
+only on (seed, step, index) and the current weights, a 2-process run sees exactly the micro-batches of
+a 1-process run with twice the accumulation, and a resumed run sees exactly those of an uninterrupted
+one: resume is bit-exact on CPU.
+
+**Gradient averaging.** Gradients are summed over micro-batches, then averaged across processes with
+one all-reduce per step. The model is not wrapped in DDP, because the methods call the network many
+times per loss (timesteps, reference passes with the adapters disabled), which DDP's reducer does
+not support without static-graph assumptions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import DiffalignError
+from . import checkpoint as ckpt
+from .config import TrainerConfig
+from .lora import adapters_disabled, add_lora, load_lora, save_lora
+
+CHECKPOINTS = "checkpoints"
+FINAL = "final"
+
+
+def seeded_generator(*keys: int) -> torch.Generator:
+    """A CPU generator determined by the integer keys alone (numpy's SeedSequence mixes them)."""
+    seed = int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    return torch.Generator().manual_seed(seed)
+
+
+class Trainer:
+    """Base trainer. Subclasses set ``name``, ``config_class`` and implement the two hooks."""
+
+    name = ""
+    config_class: type = TrainerConfig
+    #: whether the method needs the reference policy (adapters off, or a frozen copy under full fine-tuning)
+    needs_reference = False
+
+    def __init__(self, config: TrainerConfig, output_dir, accelerator=None):
+        import diffalign as da
+        from accelerate import Accelerator
+        from diffusers.training_utils import EMAModel
+
+        config.validate()
+        self.config = config
+        self.output_dir = Path(output_dir)
+        tc = config.train
+        self.accelerator = accelerator or Accelerator(
+            mixed_precision=tc.mixed_precision,
+            log_with=None if tc.report_to == "none" else tc.report_to,
+            project_dir=str(self.output_dir / "logs"),
+        )
+        device = self.accelerator.device
+        self.model = da.load_model(config.model.name).to(device)
+        self.network = getattr(self.model, "network", None)
+        if self.network is None:
+            raise DiffalignError(f"model {config.model.name!r} has no diffusers network to train")
+        self.params = self._trainable_parameters()
+        self.reference = None
+        if config.model.full_finetune and self.needs_reference:
+            self.reference = copy.deepcopy(self.model).requires_grad_(False)  # full FT: the one extra copy
+        if config.model.gradient_checkpointing:
+            if not getattr(self.network, "_supports_gradient_checkpointing", False):
+                raise DiffalignError(f"{type(self.network).__name__} does not support gradient checkpointing")
+            self.network.enable_gradient_checkpointing()
+        self.reward = da.rewards.get(config.reward.name, **config.reward.options)
+        if isinstance(self.reward, torch.nn.Module):
+            self.reward = self.reward.to(device)
+        self.cond = config.model.cond
+        optimizer = torch.optim.AdamW(
+            self.params, lr=tc.learning_rate, betas=(tc.adam_beta1, tc.adam_beta2), eps=tc.adam_epsilon,
+            weight_decay=tc.weight_decay,
+        )
+        # The LR scheduler stays unprepared: accelerate's wrapper steps it once per process.
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
+        self.optimizer = self.accelerator.prepare(optimizer)
+        self.ema = EMAModel(self.params, decay=tc.ema_decay) if tc.ema_decay > 0 else None
+        self.step = 0
+
+    # -- hooks ---------------------------------------------------------------------------------
+    def make_micro_batch(self, step: int, index: int, generator: torch.Generator) -> Any:
+        raise NotImplementedError
+
+    def compute_loss(self, batch: Any, update: int) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def updates_per_step(self) -> int:
+        """Optimizer updates on one step's micro-batches (GRPO's inner epochs; 1 otherwise)."""
+        return 1
+
+    def data_position(self, step: int) -> int:
+        """Micro-batches consumed before ``step`` (recorded in checkpoints)."""
+        return step * self.micro_batches_per_step
+
+    # -- setup ---------------------------------------------------------------------------------
+    def _trainable_parameters(self) -> list[torch.nn.Parameter]:
+        mc = self.config.model
+        self.model.requires_grad_(False)
+        if mc.full_finetune:
+            self.network.requires_grad_(True)
+            return [p for p in self.network.parameters()]
+        return add_lora(self.network, mc.lora_rank, mc.lora_alpha, mc.lora_target_modules, self.config.seed)
+
+    def _lr_factor(self, step: int) -> float:
+        tc = self.config.train
+        if tc.lr_warmup_steps and step < tc.lr_warmup_steps:
+            return (step + 1) / tc.lr_warmup_steps
+        span = max(1, tc.max_steps - tc.lr_warmup_steps)
+        progress = min(1.0, (step - tc.lr_warmup_steps) / span)
+        if tc.lr_schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        if tc.lr_schedule == "linear":
+            return 1.0 - progress
+        return 1.0
+
+    @property
+    def micro_batches_per_step(self) -> int:
+        return self.config.train.gradient_accumulation_steps * self.accelerator.num_processes
+
+    def my_micro_batches(self) -> list[int]:
+        p, n = self.accelerator.process_index, self.accelerator.num_processes
+        return [a * n + p for a in range(self.config.train.gradient_accumulation_steps)]
+
+    @contextlib.contextmanager
+    def reference_policy(self) -> Iterator:
+        """The reference model for the block: the frozen copy (full FT) or the network with adapters off."""
+        if self.reference is not None:
+            yield self.reference
+        else:
+            with adapters_disabled(self.network):
+                yield self.model
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return {name: p.detach().clone() for name, p in self.model.named_parameters() if p.requires_grad}
+
+    # -- the loop ------------------------------------------------------------------------------
+    def train_step(self) -> dict[str, float]:
+        """One step: build this process's micro-batches, then ``updates_per_step`` optimizer updates."""
+        acc, tc = self.accelerator, self.config.train
+        with acc.autocast():
+            batches = [self.make_micro_batch(self.step, i, seeded_generator(self.config.seed, self.step, i))
+                       for i in self.my_micro_batches()]
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+
+        def record(key, value):
+            sums[key] = sums.get(key, 0.0) + float(value)
+            counts[key] = counts.get(key, 0) + 1
+
+        for update in range(self.updates_per_step()):
+            for batch in batches:
+                with acc.autocast():
+                    loss, metrics = self.compute_loss(batch, update)
+                acc.backward(loss / tc.gradient_accumulation_steps)
+                for key, value in metrics.items():
+                    record(key, value)
+            self._average_gradients_across_processes()
+            if tc.max_grad_norm > 0:
+                record("grad_norm", acc.clip_grad_norm_(self.params, tc.max_grad_norm))
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.ema is not None:
+                self.ema.step(self.params)
+        self.lr_scheduler.step()
+        self.step += 1
+        totals = {key: sums[key] / counts[key] for key in sums}
+        totals["lr"] = self.lr_scheduler.get_last_lr()[0]
+        return self._mean_across_processes(totals)
+
+    def _average_gradients_across_processes(self) -> None:
+        if self.accelerator.num_processes == 1:
+            return
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        flat = self.accelerator.reduce(flat, reduction="mean")
+        offset = 0
+        for p, g in zip(self.params, grads):
+            p.grad = flat[offset: offset + g.numel()].view_as(g).clone()
+            offset += g.numel()
+
+    def _mean_across_processes(self, metrics: dict[str, float]) -> dict[str, float]:
+        if self.accelerator.num_processes == 1 or not metrics:
+            return metrics
+        keys = sorted(metrics)
+        values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=self.accelerator.device)
+        values = self.accelerator.reduce(values, reduction="mean")
+        return dict(zip(keys, values.tolist()))
+
+    def train(self, max_steps: Optional[int] = None) -> dict[str, float]:
+        """Run (or resume) to ``max_steps``; write checkpoints and the final weights. Returns the last metrics."""
+        tc, acc = self.config.train, self.accelerator
+        max_steps = max_steps or tc.max_steps
+        self.resume()
+        if acc.is_main_process and tc.report_to != "none":
+            acc.init_trackers("diffalign", config=_flat_scalars(self.config))
+        bar = tqdm(total=max_steps, initial=self.step, desc=f"train {self.name}", disable=not acc.is_main_process,
+                   dynamic_ncols=True)
+        metrics: dict[str, float] = {}
+        start = time.perf_counter()
+        while self.step < max_steps:
+            metrics = self.train_step()
+            metrics["seconds"] = time.perf_counter() - start
+            if self.step % tc.log_every == 0 or self.step == max_steps:
+                acc.log(metrics, step=self.step)
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in self.progress_keys})
+            if tc.checkpoint_every and self.step % tc.checkpoint_every == 0 and self.step < max_steps:
+                self.save_checkpoint()
+        bar.close()
+        self.save_checkpoint()
+        self.save_final()
+        acc.end_training()
+        return metrics
+
+    progress_keys = ("loss", "reward")
+
+    # -- persistence ---------------------------------------------------------------------------
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.output_dir / CHECKPOINTS
+
+    def save_checkpoint(self) -> None:
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if acc.is_main_process and not any(s == self.step for s, _ in ckpt.list_checkpoints(self.checkpoints_dir)):
+            ema = None
+            if self.ema is not None:
+                ema = {f"{i}": t for i, t in enumerate(self.ema.shadow_params)}
+                ema["optimization_step"] = torch.tensor([self.ema.optimization_step], dtype=torch.int64)
+            ckpt.save_checkpoint(
+                self.checkpoints_dir, self.step, trainable=self.trainable_state(),
+                optimizer=self.optimizer.optimizer.state_dict(), scheduler=self.lr_scheduler.state_dict(), ema=ema,
+                extra={"data_position": self.data_position(self.step), "method": self.name},
+                keep=self.config.train.keep_checkpoints,
+            )
+        acc.wait_for_everyone()
+
+    def resume(self) -> bool:
+        """Load the latest complete checkpoint, if any. A corrupt one is an error, never skipped."""
+        found = ckpt.list_checkpoints(self.checkpoints_dir)
+        if not found:
+            return False
+        state = ckpt.load_checkpoint(found[-1][1])
+        named = {name: p for name, p in self.model.named_parameters() if p.requires_grad}
+        if set(named) != set(state["trainable"]):
+            raise DiffalignError(f"checkpoint {found[-1][1]} does not match this model's trainable parameters")
+        with torch.no_grad():
+            for name, p in named.items():
+                p.copy_(state["trainable"][name])
+        self.optimizer.optimizer.load_state_dict(state["optimizer"])
+        self.lr_scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None and state["ema"] is not None:
+            ema = state["ema"]
+            self.ema.shadow_params = [ema[str(i)].to(p.device) for i, p in enumerate(self.params)]
+            self.ema.optimization_step = int(ema["optimization_step"][0])
+        ckpt.restore_rng(state["rng"], state["python_rng"])
+        self.step = state["step"]
+        return True
+
+    def save_final(self) -> Path:
+        """``final/``: the LoRA in diffusers format, or (full fine-tuning) a complete model directory."""
+        from ..atomic import atomic_directory
+
+        acc = self.accelerator
+        target = self.output_dir / FINAL
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            with self._ema_weights(), atomic_directory(target) as tmp:
+                if self.config.model.full_finetune:
+                    self._save_full_model(tmp)
+                else:
+                    save_lora(self.network, tmp)
+        acc.wait_for_everyone()
+        return target
+
+    @contextlib.contextmanager
+    def _ema_weights(self):
+        if self.ema is None:
+            yield
+            return
+        self.ema.store(self.params)
+        self.ema.copy_to(self.params)
+        try:
+            yield
+        finally:
+            self.ema.restore(self.params)
+
+    def _save_full_model(self, directory: Path) -> None:
+        from ..models.zoo import _network_dir, _resolve
+
+        source = _resolve(self.config.model.name)
+        network_dir = _network_dir(source)
+        for child in source.iterdir():
+            if child != network_dir:
+                (shutil.copytree if child.is_dir() else shutil.copy2)(child, directory / child.name)
+        self.network.save_pretrained(directory / network_dir.name, safe_serialization=True)
+
+
+def _flat_scalars(config: TrainerConfig) -> dict:
+    """The config flattened to scalar values (what tensorboard's hparams accept)."""
+    from .config import to_dict
+
+    flat = {}
+
+    def walk(node, prefix):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            elif isinstance(value, (int, float, str, bool)):
+                flat[prefix + key] = value
+            else:
+                flat[prefix + key] = str(value)
+
+    walk(to_dict(config), "")
+    return flat
+
+
+def load_lora_into(model, path) -> None:
+    """Attach a saved LoRA to a loaded denoiser's network."""
+    network = getattr(model, "network", None)
+    if network is None:
+        raise DiffalignError(f"{type(model).__name__} has no diffusers network to load a LoRA into")
+    load_lora(network, path)

@@ -1,0 +1,114 @@
+"""``diffalign train CONFIG --output-dir DIR [...]``: the run directory's life cycle around a Trainer.
+
+* A new (or empty) DIR starts a run and records its resolved config in ``DIR/config.yaml``.
+* Rerunning the same command on DIR resumes from the latest complete checkpoint. The config must match
+  the recorded one, except for the keys in :data:`RESUMABLE_CHANGES` (so a run can be extended).
+* ``--overwrite`` starts afresh over a used DIR; anything else in a used DIR is refused.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ..errors import DiffalignError
+
+CONFIG_FILE = "config.yaml"
+RESUMABLE_CHANGES = {"train.max_steps", "train.checkpoint_every", "train.log_every", "train.keep_checkpoints", "train.report_to"}
+
+
+def resolve_config(args):
+    from . import load_config
+
+    overrides = list(args.overrides)
+    if args.max_steps is not None:
+        overrides.append(f"train.max_steps={args.max_steps}")
+    if args.checkpoint_every is not None:
+        overrides.append(f"train.checkpoint_every={args.checkpoint_every}")
+    return load_config(args.config, overrides)
+
+
+def _flatten(node: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in node.items():
+        if isinstance(value, dict) and value and prefix + key not in ("reward.options", "kernel_options"):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def check_same_run(recorded: dict, current: dict, directory: Path) -> None:
+    old, new = _flatten(recorded), _flatten(current)
+    for key in sorted(set(old) | set(new)):
+        if key not in RESUMABLE_CHANGES and old.get(key) != new.get(key):
+            raise DiffalignError(
+                f"{directory} holds a run with {key}={old.get(key)!r}, not {new.get(key)!r}; "
+                "pass --overwrite to start afresh or use another --output-dir"
+            )
+
+
+def prepare_output_dir(directory: Path, config_dict: dict, overwrite: bool, is_main: bool) -> None:
+    import yaml
+
+    from ..atomic import atomic_write_bytes
+
+    recorded_path = directory / CONFIG_FILE
+    if directory.exists() and not directory.is_dir():
+        raise DiffalignError(f"output directory {directory} is a file")
+    used = directory.is_dir() and any(directory.iterdir())
+    if used and not overwrite:
+        if not recorded_path.is_file():
+            raise DiffalignError(f"output directory {directory} is not empty and holds no diffalign run; pass --overwrite or use another --output-dir")
+        try:
+            recorded = yaml.safe_load(recorded_path.read_text())
+        except yaml.YAMLError:
+            raise DiffalignError(f"corrupt run config {recorded_path}; pass --overwrite to start afresh") from None
+        check_same_run(recorded or {}, config_dict, directory)
+    if not is_main:
+        return
+    if used and overwrite:
+        shutil.rmtree(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(recorded_path, yaml.safe_dump(config_dict, sort_keys=False).encode())
+    except OSError as err:
+        raise DiffalignError(f"cannot write to output directory {directory}: {err.strerror}") from None
+
+
+def run_train(args) -> None:
+    from .config import describe, to_dict
+
+    if args.show_config:
+        from . import get_trainer
+
+        cls = get_trainer(args.config).config_class
+        print("\n".join(describe(cls)))
+        return
+    config = resolve_config(args)  # every config error surfaces here, before heavy imports
+    directory = Path(args.output_dir)
+    _check_writable(directory)
+
+    from accelerate import PartialState
+
+    state = PartialState()
+    prepare_output_dir(directory, to_dict(config), args.overwrite, state.is_main_process)
+    state.wait_for_everyone()
+
+    from . import get_trainer
+
+    trainer = get_trainer(config.method)(config, directory)
+    metrics = trainer.train()
+    if state.is_main_process:
+        summary = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k in ("loss", "reward", "seconds"))
+        print(f"trained {config.method} to step {trainer.step} ({summary}); final weights in {directory / 'final'}")
+
+
+def _check_writable(directory: Path) -> None:
+    import os
+
+    probe = directory
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise DiffalignError(f"output directory {directory} is not writable")

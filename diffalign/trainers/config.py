@@ -1,0 +1,222 @@
+"""Trainer configuration: typed dataclasses, read from YAML, overridden by ``key.path=value``.
+
+Every method has one ``Config`` dataclass (TRL style): the shared sections ``model``, ``reward`` and
+``train`` plus the method's own top-level fields. A field's ``help`` metadata is its documentation
+(``diffalign train --show-config METHOD`` prints it). Loading checks every key and type against the
+dataclasses, so a typo or a bad value is one line that names the key and the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from ..errors import DiffalignError
+
+
+def option(default, help: str, **kwargs):
+    """A dataclass field with its help text."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kwargs)
+    return field(default=default, metadata={"help": help}, **kwargs)
+
+
+@dataclass
+class ModelConfig:
+    name: str = option("digits-flow", "embedded model name or diffusers model/pipeline directory")
+    cond: Optional[Any] = option(None, "training condition (class label for the digits models); null = unconditional")
+    full_finetune: bool = option(False, "train every network weight instead of a LoRA (holds a frozen reference copy when the method needs one)")
+    lora_rank: int = option(8, "LoRA rank r")
+    lora_alpha: float = option(8.0, "LoRA alpha (the update is scaled by alpha / r)")
+    lora_target_modules: list = option(
+        ["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2"], "module names that get LoRA adapters"
+    )
+    gradient_checkpointing: bool = option(False, "recompute activations in the backward pass (when the network supports it)")
+
+
+@dataclass
+class RewardConfig:
+    name: str = option("digit", "reward name (see 'diffalign list')")
+    options: dict = option({}, "reward options, e.g. {target: 3}")
+
+
+@dataclass
+class TrainingConfig:
+    max_steps: int = option(100, "optimizer steps of the whole run")
+    learning_rate: float = option(1e-4, "peak learning rate (AdamW)")
+    lr_schedule: Literal["constant", "cosine", "linear"] = option("constant", "learning-rate schedule after warm-up")
+    lr_warmup_steps: int = option(0, "linear warm-up steps")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    adam_beta1: float = option(0.9, "AdamW beta1")
+    adam_beta2: float = option(0.999, "AdamW beta2")
+    adam_epsilon: float = option(1e-8, "AdamW epsilon")
+    max_grad_norm: float = option(1.0, "gradient-norm clip (0 disables)")
+    gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step and process")
+    mixed_precision: Literal["no", "bf16", "fp16"] = option("no", "autocast precision (accelerate)")
+    ema_decay: float = option(0.0, "EMA of the trained weights (0 disables); the final adapter uses the EMA weights")
+    checkpoint_every: int = option(50, "steps between checkpoints (0: only the final one)")
+    keep_checkpoints: int = option(2, "most recent checkpoints kept on disk")
+    log_every: int = option(1, "steps between tracker logs")
+    report_to: Literal["tensorboard", "none"] = option("tensorboard", "accelerate tracker")
+
+
+@dataclass
+class TrainerConfig:
+    """Fields shared by every method."""
+
+    method: str = option("", "trainer name: flow_dpo, rwr or grpo")
+    seed: int = option(0, "seed of every random choice (data, noise, timesteps)")
+    model: ModelConfig = option(None, "the network and its adapters", init=True)
+    reward: RewardConfig = option(None, "the reward")
+    train: TrainingConfig = option(None, "optimisation and bookkeeping")
+
+    def __post_init__(self):
+        self.model = self.model or ModelConfig()
+        self.reward = self.reward or RewardConfig()
+        self.train = self.train or TrainingConfig()
+
+    def validate(self) -> None:
+        """Value checks beyond types; raise DiffalignError naming the key."""
+        t = self.train
+        for key, value in (("train.max_steps", t.max_steps), ("train.gradient_accumulation_steps", t.gradient_accumulation_steps),
+                           ("train.log_every", t.log_every), ("train.keep_checkpoints", t.keep_checkpoints),
+                           ("model.lora_rank", self.model.lora_rank)):
+            require(value >= 1, key, value, ">= 1")
+        for key, value in (("train.checkpoint_every", t.checkpoint_every), ("train.lr_warmup_steps", t.lr_warmup_steps),
+                           ("train.max_grad_norm", t.max_grad_norm), ("train.weight_decay", t.weight_decay)):
+            require(value >= 0, key, value, ">= 0")
+        require(t.learning_rate > 0, "train.learning_rate", t.learning_rate, "> 0")
+        require(0 <= t.ema_decay < 1, "train.ema_decay", t.ema_decay, "in [0, 1)")
+        require(self.model.lora_alpha > 0, "model.lora_alpha", self.model.lora_alpha, "> 0")
+
+
+def require(ok: bool, key: str, value, what: str) -> None:
+    if not ok:
+        raise DiffalignError(f"config key {key!r} must be {what}, got {value!r}")
+
+
+# -- reading ------------------------------------------------------------------------------------
+def read_yaml(path) -> dict:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise DiffalignError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise DiffalignError(f"config file {path} is not valid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise DiffalignError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """``key.path=value`` pairs (values parsed as YAML) set into a copy of the raw config."""
+    import copy
+
+    import yaml
+
+    data = copy.deepcopy(data)
+    for pair in overrides:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise DiffalignError(f"override {pair!r} is not key.path=value")
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise DiffalignError(f"override {pair!r}: {part!r} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def build(cls: type, data: dict, prefix: str = ""):
+    """Instantiate dataclass ``cls`` from a raw mapping, checking every key and type."""
+    if not isinstance(data, dict):
+        raise DiffalignError(f"config key {prefix.rstrip('.')!r} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise DiffalignError(f"unknown config key {prefix + str(unknown[0])!r}; valid keys: {', '.join(prefix + n for n in names)}")
+    values = {name: _convert(hints[name], data[name], prefix + name) for name in names if name in data}
+    return cls(**values)
+
+
+def _convert(hint, value, key: str):
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        return _convert(hint, value, key)
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value or {}, key + ".")
+    if origin is Literal:
+        if value not in args:
+            raise DiffalignError(f"config key {key!r} got {value!r}; valid choices: {', '.join(map(str, args))}")
+        return value
+    if hint is Any:
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise DiffalignError(f"config key {key!r} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise DiffalignError(f"config key {key!r} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise DiffalignError(f"config key {key!r} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise DiffalignError(f"config key {key!r} must be a string, got {value!r}")
+        return value
+    if hint is list or origin is list:
+        if not isinstance(value, list):
+            raise DiffalignError(f"config key {key!r} must be a list, got {value!r}")
+        return value
+    if hint is dict or origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise DiffalignError(f"config key {key!r} must be a mapping, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {hint!r} for {key}")  # a bug in a Config class, not user input
+
+
+def to_dict(config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def describe(cls: type, prefix: str = "") -> list[str]:
+    """One line per field: key, default and help (for ``--show-config``)."""
+    lines = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint) or (typing.get_origin(hint) is None and f.default is None and f.name in ("model", "reward", "train")):
+            sub = hint if dataclasses.is_dataclass(hint) else None
+            if sub is not None:
+                lines.extend(describe(sub, prefix + f.name + "."))
+                continue
+        default = f.default if f.default is not dataclasses.MISSING else (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        lines.append(f"{prefix + f.name:<36} {default!r:<24} {f.metadata.get('help', '')}")
+    return lines

@@ -1,0 +1,146 @@
+"""Flow-DPO (flow models) and Diffusion-DPO (eps / v models) -- one trainer, the model decides.
+
+Loss (Liu et al. 2025, arXiv 2501.13918, Sec. 4.1; Wallace et al. 2024, arXiv 2311.12908, eq. 14):
+
+    -log sigmoid(-(beta_t / 2) [(e_w - e_w^ref) - (e_l - e_l^ref)]),   e = mean ||target - prediction||^2
+
+with winner and loser noised by the **same** noise at the **same** t, the reference = the same network
+with its LoRA disabled, and beta_t = beta (constant, the paper's choice) or beta (1 - t)^2 (the
+derivation's, which the paper found to reward-hack). Errors are per-element means (flow_grpo's SD3.5
+convention), so beta is independent of the image size.
+
+Pairs come from a file (``pairs_file``: safetensors with ``winners``, ``losers`` and optional ``cond``)
+or online: each group of ``group_size`` samples of the current policy gives one pair, its best vs its
+worst under the reward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import torch
+
+from ..errors import DiffalignError
+from ..models.conditioning import index_condition
+from ..samplers.rollout import resolve_kernel
+from .base import Trainer, seeded_generator
+from .config import TrainerConfig, option, require
+from .losses import dpo_loss, timestep_beta
+from .regression import generate, prediction_error, score, training_times
+
+
+@dataclass
+class FlowDPOConfig(TrainerConfig):
+    method: str = option("flow_dpo", "trainer name")
+    beta: float = option(500.0, "DPO inverse temperature beta")
+    beta_schedule: Literal["constant", "timestep"] = option("constant", "constant beta, or beta (1 - t)^2")
+    pairs_file: Optional[str] = option(None, "safetensors file of preference pairs (winners, losers[, cond]); null = online pairs")
+    pairs_per_micro_batch: int = option(4, "preference pairs per micro-batch")
+    group_size: int = option(8, "online pairs: samples per group (best vs worst)")
+    noise_draws: int = option(4, "(noise, t) draws per pair and step")
+    sample_steps: int = option(20, "online pairs: sampling steps")
+    kernel: Optional[str] = option(None, "online pairs: sampling kernel (default: the schedule's stochastic one)")
+    kernel_options: dict = option({}, "options of the sampling kernel")
+
+    def validate(self) -> None:
+        super().validate()
+        require(self.beta > 0, "beta", self.beta, "> 0")
+        for key in ("pairs_per_micro_batch", "noise_draws", "sample_steps"):
+            require(getattr(self, key) >= 1, key, getattr(self, key), ">= 1")
+        require(self.group_size >= 2, "group_size", self.group_size, ">= 2")
+
+
+class FlowDPOTrainer(Trainer):
+    name = "flow_dpo"
+    config_class = FlowDPOConfig
+    needs_reference = True
+    progress_keys = ("loss", "accuracy", "reward")
+
+    def __init__(self, config: FlowDPOConfig, output_dir, accelerator=None):
+        super().__init__(config, output_dir, accelerator)
+        self.kernel = resolve_kernel(self.model, config.kernel, **config.kernel_options)
+        self.pairs = _read_pairs(config.pairs_file, self.model.shape) if config.pairs_file else None
+
+    def make_micro_batch(self, step, index, generator):
+        c = self.config
+        if self.pairs is not None:
+            winners, losers, labels, rewards = self._file_pairs(step, index)
+        else:
+            winners, losers, labels, rewards = self._online_pairs(generator)
+        draws = c.noise_draws
+        winners, losers = winners.repeat_interleave(draws, 0), losers.repeat_interleave(draws, 0)
+        n = winners.shape[0]
+        noise = torch.randn((n, *self.model.shape), generator=generator).to(winners)
+        t = training_times(n, generator)
+        cond = self.model.encode_condition(labels.repeat_interleave(draws, 0) if labels is not None else self.cond, n)
+        return {"winners": winners, "losers": losers, "noise": noise, "t": t, "cond": cond, **rewards}
+
+    def _online_pairs(self, generator):
+        c = self.config
+        n = c.pairs_per_micro_batch * c.group_size
+        cond = self.model.encode_condition(self.cond, n)
+        samples = generate(self.model, self.kernel, c.sample_steps, cond, n, generator)
+        rewards = score(self.reward, self.model, samples).view(c.pairs_per_micro_batch, c.group_size)
+        best, worst = rewards.argmax(1), rewards.argmin(1)
+        rows = torch.arange(c.pairs_per_micro_batch) * c.group_size
+        stats = {"reward": rewards.mean().item(), "reward_gap": (rewards.max(1).values - rewards.min(1).values).mean().item()}
+        return samples[rows + best.cpu()], samples[rows + worst.cpu()], None, stats
+
+    def _file_pairs(self, step, index):
+        c = self.config
+        total = self.pairs["winners"].shape[0]
+        start = (step * self.micro_batches_per_step + index) * c.pairs_per_micro_batch
+        positions = torch.arange(start, start + c.pairs_per_micro_batch)
+        rows = torch.stack([self._epoch_order(int(p) // total)[int(p) % total] for p in positions])
+        device = self.accelerator.device
+        labels = self.pairs["cond"][rows] if "cond" in self.pairs else None
+        return self.pairs["winners"][rows].to(device), self.pairs["losers"][rows].to(device), labels, {}
+
+    def _epoch_order(self, epoch: int) -> torch.Tensor:
+        # the shuffled order of an epoch depends on (seed, epoch) only: resume continues the data order
+        cache = getattr(self, "_orders", {})
+        if epoch not in cache:
+            cache = {epoch: torch.randperm(self.pairs["winners"].shape[0], generator=seeded_generator(self.config.seed, 7, epoch))}
+            self._orders = cache
+        return cache[epoch]
+
+    def data_position(self, step):
+        return step * self.micro_batches_per_step * self.config.pairs_per_micro_batch
+
+    def compute_loss(self, batch, update):
+        c = self.config
+        n = batch["winners"].shape[0]
+        x0 = torch.cat([batch["winners"], batch["losers"]])
+        noise = torch.cat([batch["noise"], batch["noise"]])  # same noise and t for winner and loser
+        t = torch.cat([batch["t"], batch["t"]])
+        cond = index_condition(batch["cond"], torch.arange(n).repeat(2)) if batch["cond"] is not None else None
+        policy = prediction_error(self.model, x0, noise, t, cond)
+        with torch.no_grad(), self.reference_policy() as reference:
+            ref = prediction_error(reference, x0, noise, t, cond)
+        beta = c.beta if c.beta_schedule == "constant" else timestep_beta(c.beta, batch["t"]).to(policy.device)
+        out = dpo_loss(policy[:n], policy[n:], ref[:n], ref[n:], beta)
+        metrics = {
+            "loss": out.loss.mean().item(),
+            "accuracy": (out.margin > 0).float().mean().item(),  # policy prefers the winner more than the reference does
+            "margin": out.margin.mean().item(),
+        }
+        metrics.update({key: batch[key] for key in ("reward", "reward_gap") if key in batch})
+        return out.loss.mean(), metrics
+
+
+def _read_pairs(path, shape) -> dict[str, torch.Tensor]:
+    from pathlib import Path
+
+    from ..models.loading import load_safetensors
+
+    pairs = load_safetensors(Path(path))
+    missing = {"winners", "losers"} - pairs.keys()
+    if missing:
+        raise DiffalignError(f"pairs file {path} lacks {sorted(missing)}; it needs 'winners' and 'losers' (and optionally 'cond')")
+    w, l = pairs["winners"], pairs["losers"]
+    if w.shape != l.shape or tuple(w.shape[1:]) != tuple(shape):
+        raise DiffalignError(f"pairs file {path}: winners {tuple(w.shape)} and losers {tuple(l.shape)} must both be (N, {', '.join(map(str, shape))})")
+    if "cond" in pairs and pairs["cond"].shape[0] != w.shape[0]:
+        raise DiffalignError(f"pairs file {path}: 'cond' has {pairs['cond'].shape[0]} rows for {w.shape[0]} pairs")
+    return {k: v.float() if k != "cond" else v.long() for k, v in pairs.items()}

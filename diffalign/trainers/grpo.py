@@ -1,0 +1,138 @@
+"""GRPO on the stochastic sampler (Flow-GRPO for flow models, DDPO-style GRPO on DDIM(eta) for eps-models).
+
+The sampler is the policy: each step x_t -> x_t' is Gaussian with the kernel's mean and std
+(:mod:`diffalign.trainers.trajectories`; the flow SDE of Flow-GRPO, Liu et al. 2025, arXiv 2505.05470,
+eq. 8, or DDIM with eta > 0). Per step j and sample i:
+
+    rho_ij = exp(log pi_theta(x_j+1 | x_j) - log pi_old(x_j+1 | x_j))
+    A_i    = (r_i - mean_group r) / (std_group r + eps)                       (group-normalised)
+    L      = mean_ij max(-A_i rho_ij, -A_i clip(rho_ij, 1 - c, 1 + c)) + kl_coef KL(pi_theta || pi_ref)
+
+**Log-prob reduction.** Per-step log-probs are per-element *means* (``log_prob_reduction: mean``, as
+Flow-GRPO does), so rho is a geometric-mean per-element ratio and ``clip_range`` is on that scale: a
+clip of c on the mean equals a clip of d*c on the summed log-ratio of a d-element sample. With
+``sum`` the exact trajectory likelihood ratio is clipped instead; choose clip_range accordingly.
+
+**Last step.** The step to t = 0 is deterministic and untrained (see trajectories.py); so are all
+steps of a deterministic kernel, which GRPO therefore refuses.
+
+The ratio of the first inner epoch is exactly 1 because rollouts and training compute the log-prob
+with the same function on the same batch; ``ratio_error`` logs max |rho - 1| of that epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import torch
+
+from ..errors import DiffalignError
+from ..kernels import DDIM, FlowSDE
+from ..samplers.rollout import resolve_kernel
+from .base import Trainer
+from .config import TrainerConfig, option, require
+from .losses import gaussian_kl, group_advantages, ppo_clip_loss
+from .regression import score
+from .trajectories import sample_trajectories, transition
+
+
+@dataclass
+class GRPOConfig(TrainerConfig):
+    method: str = option("grpo", "trainer name")
+    group_size: int = option(16, "samples per group (one condition); advantages are normalised within it")
+    groups_per_micro_batch: int = option(2, "groups per micro-batch")
+    sample_steps: int = option(10, "sampler steps of a rollout")
+    noise_level: float = option(0.7, "flow models: the flow SDE's noise level a")
+    eta: float = option(1.0, "eps/v models: DDIM eta (> 0)")
+    kernel: Optional[str] = option(None, "override the kernel by name (must be stochastic)")
+    kernel_options: dict = option({}, "options of an overriding kernel")
+    clip_range: float = option(1e-3, "PPO clip range c, on the scale of log_prob_reduction")
+    log_prob_reduction: Literal["mean", "sum"] = option("mean", "per-step log-prob: per-element mean (Flow-GRPO) or sum")
+    kl_coef: float = option(0.0, "weight of the KL to the reference policy (adapters disabled)")
+    inner_epochs: int = option(1, "optimizer updates per batch of rollouts")
+    timestep_fraction: float = option(1.0, "share of the stochastic steps trained per micro-batch")
+    advantage_eps: float = option(1e-4, "added to the group std")
+
+    def validate(self) -> None:
+        super().validate()
+        require(self.group_size >= 2, "group_size", self.group_size, ">= 2")
+        for key in ("groups_per_micro_batch", "inner_epochs"):
+            require(getattr(self, key) >= 1, key, getattr(self, key), ">= 1")
+        require(self.sample_steps >= 2, "sample_steps", self.sample_steps, ">= 2 (the last step is deterministic)")
+        require(self.clip_range > 0, "clip_range", self.clip_range, "> 0")
+        require(self.kl_coef >= 0, "kl_coef", self.kl_coef, ">= 0")
+        require(0 < self.timestep_fraction <= 1, "timestep_fraction", self.timestep_fraction, "in (0, 1]")
+        require(0 < self.eta <= 1, "eta", self.eta, "in (0, 1]")
+        require(self.noise_level > 0, "noise_level", self.noise_level, "> 0")
+
+
+class GRPOTrainer(Trainer):
+    name = "grpo"
+    config_class = GRPOConfig
+    progress_keys = ("loss", "reward", "ratio_error")
+
+    def __init__(self, config: GRPOConfig, output_dir, accelerator=None):
+        self.needs_reference = config.kl_coef > 0
+        super().__init__(config, output_dir, accelerator)
+        self.kernel = self._kernel()
+
+    def _kernel(self):
+        c = self.config
+        if c.kernel is not None:
+            kernel = resolve_kernel(self.model, c.kernel, **c.kernel_options)
+        elif self.model.prediction == "flow":
+            kernel = FlowSDE(noise_level=c.noise_level)
+        else:
+            kernel = DDIM(eta=c.eta)
+        if not kernel.stochastic:
+            raise DiffalignError(f"GRPO needs a stochastic kernel; {kernel!r} is deterministic")
+        return kernel
+
+    def updates_per_step(self) -> int:
+        return self.config.inner_epochs
+
+    def make_micro_batch(self, step, index, generator):
+        c = self.config
+        n = c.group_size * c.groups_per_micro_batch
+        cond = self.model.encode_condition(self.cond, n)
+        grid = self.model.schedule.time_grid(c.sample_steps)
+        trajectories = sample_trajectories(self.model, self.kernel, grid, cond, n, generator, c.log_prob_reduction)
+        rewards = score(self.reward, self.model, trajectories.samples)
+        steps = trajectories.trainable_steps
+        count = max(1, round(c.timestep_fraction * steps))
+        trained = torch.randperm(steps, generator=generator)[:count].sort().values
+        return {
+            "trajectories": trajectories,
+            "advantages": group_advantages(rewards, c.group_size, c.advantage_eps).to(trajectories.states.device),
+            "trained_steps": trained.tolist(),
+            "reward": rewards.mean().item(),
+            "reward_std": rewards.std().item(),
+        }
+
+    def compute_loss(self, batch, update):
+        c = self.config
+        traj, advantages = batch["trajectories"], batch["advantages"]
+        loss = 0.0
+        ratio_error, clipped, kl_total = 0.0, 0.0, 0.0
+        steps = batch["trained_steps"]
+        for j in steps:
+            x, x_next = traj.states[j], traj.states[j + 1]
+            step = transition(self.model, self.kernel, x, traj.grid[j], traj.grid[j + 1], traj.cond)
+            log_prob = step.log_prob(x_next, c.log_prob_reduction)
+            ppo = ppo_clip_loss(log_prob, traj.log_probs[j], advantages, c.clip_range)
+            loss = loss + ppo.loss / len(steps)
+            ratio_error = max(ratio_error, (ppo.ratio - 1).abs().max().item())
+            clipped += ppo.clipped_fraction.item() / len(steps)
+            if c.kl_coef > 0:
+                with torch.no_grad(), self.reference_policy() as reference:
+                    reference_step = transition(reference, self.kernel, x, traj.grid[j], traj.grid[j + 1], traj.cond)
+                kl = gaussian_kl(step.mean, reference_step.mean, step.std).mean()
+                loss = loss + c.kl_coef * kl / len(steps)
+                kl_total += kl.item() / len(steps)
+        metrics = {"loss": float(loss.detach()) if torch.is_tensor(loss) else loss, "reward": batch["reward"], "reward_std": batch["reward_std"], "clipped": clipped}
+        if update == 0:
+            metrics["ratio_error"] = ratio_error  # max |rho - 1| on-policy: must be ~0
+        if c.kl_coef > 0:
+            metrics["kl"] = kl_total
+        return loss, metrics

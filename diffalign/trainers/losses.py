@@ -1,0 +1,121 @@
+"""The maths of the trainers as pure functions of tensors (no models, no state).
+
+* :func:`dpo_loss` -- Flow-DPO (Liu et al. 2025, arXiv 2501.13918, eq. for L_DPO with velocity errors)
+  and Diffusion-DPO (Wallace et al. 2024, arXiv 2311.12908, eq. 14 with eps errors): the same form on
+  the network's own prediction target.
+* :func:`timestep_beta` -- the derivation's beta_t = beta (1 - t)^2 (Liu et al. 2025, Sec. 4.1); the
+  paper prefers a constant beta because this one reward-hacks.
+* :func:`rwr_weights` / :func:`weighted_regression_loss` -- Flow-RWR, E[exp(r / tau) ||v - v_theta||^2],
+  or its per-group softmax variant.
+* :func:`group_advantages`, :func:`ppo_clip_loss`, :func:`gaussian_kl` -- GRPO on a stochastic sampler
+  (Flow-GRPO, Liu et al. 2025, arXiv 2505.05470, eqs. 4-6; DDPO, Black et al. 2023).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import DiffalignError
+
+RWR_MODES = ("exp", "group-softmax")
+
+
+def per_sample_squared_error(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over all non-batch elements of (prediction - target)^2, in float32 or wider."""
+    diff = prediction.float() - target.float()
+    return diff.square().flatten(1).mean(1)
+
+
+class DPOOutput(NamedTuple):
+    loss: torch.Tensor  # (B,) per-pair loss
+    margin: torch.Tensor  # (B,) the argument of the sigmoid; > 0 means the policy prefers the winner more than the reference does
+
+
+def dpo_loss(
+    policy_error_w: torch.Tensor,
+    policy_error_l: torch.Tensor,
+    reference_error_w: torch.Tensor,
+    reference_error_l: torch.Tensor,
+    beta,
+) -> DPOOutput:
+    """-log sigmoid(-(beta / 2) [(e_w - e_w^ref) - (e_l - e_l^ref)]) per pair.
+
+    Errors are squared prediction errors of the winner (w) and loser (l) under the policy and the
+    reference, computed with shared noise and t. ``beta`` is a float or a (B,) tensor (timestep beta).
+    With policy = reference the margin is 0 and the loss is log 2.
+    """
+    margin = -0.5 * beta * ((policy_error_w - reference_error_w) - (policy_error_l - reference_error_l))
+    return DPOOutput(-F.logsigmoid(margin), margin)
+
+
+def timestep_beta(beta: float, t: torch.Tensor) -> torch.Tensor:
+    """beta_t = beta (1 - t)^2 (t = 1 is noise), the timestep-dependent beta of Flow-DPO's derivation."""
+    return beta * (1.0 - t.float()).square()
+
+
+def rwr_weights(rewards: torch.Tensor, temperature: float, mode: str = "exp", group_size: int | None = None) -> torch.Tensor:
+    """Per-sample regression weights.
+
+    ``"exp"``: w = exp(r / tau), as in Flow-RWR (the reward's scale sets the strength).
+    ``"group-softmax"``: w = G softmax_group(r / tau), normalised within each consecutive group of
+    ``group_size`` samples (same prompt), so every group's weights average to 1.
+    """
+    if temperature <= 0:
+        raise DiffalignError(f"RWR temperature must be > 0, got {temperature!r}")
+    scaled = rewards.float() / temperature
+    if mode == "exp":
+        return scaled.exp()
+    if mode == "group-softmax":
+        if not group_size or rewards.numel() % group_size:
+            raise DiffalignError(f"group-softmax needs a group_size dividing the batch ({rewards.numel()}), got {group_size!r}")
+        return (scaled.view(-1, group_size).softmax(-1) * group_size).reshape(-1)
+    raise DiffalignError(f"unknown RWR weighting {mode!r}; valid choices: {', '.join(RWR_MODES)}")
+
+
+def weighted_regression_loss(errors: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """mean_i w_i e_i with the weights treated as constants."""
+    return (weights.detach() * errors).mean()
+
+
+def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
+    """(r - mean_group) / (std_group + eps) for consecutive groups of ``group_size`` (GRPO).
+
+    A group whose rewards are all equal gets advantage 0 (it carries no preference).
+    """
+    if group_size < 2 or rewards.numel() % group_size:
+        raise DiffalignError(f"group_size must be >= 2 and divide the batch ({rewards.numel()}), got {group_size!r}")
+    grouped = rewards.float().view(-1, group_size)
+    centred = grouped - grouped.mean(1, keepdim=True)
+    return (centred / (grouped.std(1, keepdim=True) + eps)).reshape(-1)
+
+
+class PPOOutput(NamedTuple):
+    loss: torch.Tensor  # scalar
+    ratio: torch.Tensor  # (B,) pi_theta / pi_old
+    clipped_fraction: torch.Tensor  # scalar: share of samples where the clip was active
+
+
+def ppo_clip_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor, clip_range: float) -> PPOOutput:
+    """PPO's clipped surrogate, mean_i max(-A_i rho_i, -A_i clip(rho_i, 1 - c, 1 + c)), rho = exp(lp - lp_old).
+
+    ``log_prob`` and ``old_log_prob`` must use the same reduction over elements (see
+    :meth:`~diffalign.kernels.GaussianStep.log_prob`); ``clip_range`` is on that scale.
+    """
+    ratio = torch.exp(log_prob - old_log_prob.detach())
+    advantages = advantages.detach().to(ratio.dtype)
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1.0 - clip_range, 1.0 + clip_range)
+    loss = torch.maximum(unclipped, clipped).mean()
+    clipped_fraction = ((ratio - 1.0).abs() > clip_range).float().mean()
+    return PPOOutput(loss, ratio.detach(), clipped_fraction)
+
+
+def gaussian_kl(mean: torch.Tensor, reference_mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Per-sample KL(N(mean, std^2) || N(reference_mean, std^2)), averaged over elements:
+    mean((mean - reference_mean)^2) / (2 std^2). Both steps share the kernel's std, so this is exact."""
+    diff = mean.to(torch.float64) - reference_mean.to(torch.float64)
+    std = std.to(torch.float64).expand(mean.shape)
+    return (diff.square() / (2.0 * std.square())).flatten(1).mean(1)

@@ -1,0 +1,71 @@
+"""Flow-RWR: reward-weighted regression on the policy's own samples.
+
+Loss (Liu et al. 2025, arXiv 2501.13918, Sec. 4.1; Peng et al. 2019 for RWR):
+
+    E[w(x0) ||target - prediction(x_t)||^2],   w = exp(r / tau)  or  G softmax_group(r / tau)
+
+Each step samples groups from the current policy (no gradients), scores them, and regresses the
+network onto them with those weights, at ``noise_draws`` random (noise, t) per sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import torch
+
+from ..samplers.rollout import resolve_kernel
+from .base import Trainer
+from .config import TrainerConfig, option, require
+from .losses import rwr_weights, weighted_regression_loss
+from .regression import generate, prediction_error, score, training_times
+
+
+@dataclass
+class RWRConfig(TrainerConfig):
+    method: str = option("rwr", "trainer name")
+    temperature: float = option(1.0, "tau in w = exp(r / tau)")
+    weighting: Literal["exp", "group-softmax"] = option("exp", "exp(r / tau), or a softmax within each group")
+    group_size: int = option(8, "samples per group (one condition)")
+    groups_per_micro_batch: int = option(4, "groups per micro-batch")
+    noise_draws: int = option(2, "(noise, t) draws per sample and step")
+    sample_steps: int = option(20, "sampling steps")
+    kernel: Optional[str] = option(None, "sampling kernel (default: the schedule's stochastic one)")
+    kernel_options: dict = option({}, "options of the sampling kernel")
+
+    def validate(self) -> None:
+        super().validate()
+        require(self.temperature > 0, "temperature", self.temperature, "> 0")
+        for key in ("group_size", "groups_per_micro_batch", "noise_draws", "sample_steps"):
+            require(getattr(self, key) >= 1, key, getattr(self, key), ">= 1")
+
+
+class RWRTrainer(Trainer):
+    name = "rwr"
+    config_class = RWRConfig
+
+    def __init__(self, config: RWRConfig, output_dir, accelerator=None):
+        super().__init__(config, output_dir, accelerator)
+        self.kernel = resolve_kernel(self.model, config.kernel, **config.kernel_options)
+
+    def make_micro_batch(self, step, index, generator):
+        c = self.config
+        n = c.group_size * c.groups_per_micro_batch
+        samples = generate(self.model, self.kernel, c.sample_steps, self.model.encode_condition(self.cond, n), n, generator)
+        rewards = score(self.reward, self.model, samples)
+        weights = rwr_weights(rewards, c.temperature, c.weighting, c.group_size)
+        m = n * c.noise_draws
+        return {
+            "x0": samples.repeat_interleave(c.noise_draws, 0),
+            "weights": weights.repeat_interleave(c.noise_draws, 0).to(samples.device),
+            "noise": torch.randn((m, *self.model.shape), generator=generator).to(samples),
+            "t": training_times(m, generator),
+            "cond": self.model.encode_condition(self.cond, m),
+            "reward": rewards.mean().item(),
+        }
+
+    def compute_loss(self, batch, update):
+        errors = prediction_error(self.model, batch["x0"], batch["noise"], batch["t"], batch["cond"])
+        loss = weighted_regression_loss(errors, batch["weights"])
+        return loss, {"loss": loss.item(), "reward": batch["reward"], "weight_mean": batch["weights"].mean().item()}
