@@ -97,6 +97,10 @@ def _broadcast(coef: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return coef.reshape(coef.shape + (1,) * (like.ndim - coef.ndim)) if coef.ndim else coef
 
 
+# in units of training steps: positions this close to a knot count as the knot (float64 rounding of k / T * T)
+KNOT_TOLERANCE = 1e-9
+
+
 class VPSchedule(Schedule):
     """Variance-preserving schedule built from a discrete ``alphas_cumprod`` of length T.
 
@@ -138,14 +142,19 @@ class VPSchedule(Schedule):
 
     # -- the convention ----------------------------------------------------------------------
     def _segment(self, t):
-        """(log abar at t, d log abar / dt), linear between the knots k / T."""
+        """(log abar at t, d log abar / dt), linear between the knots k / T.
+
+        At a knot the derivative is one-sided. Samplers step downward in t from grid times k / T, so
+        the slope there is the one of the segment *below* the knot (at t = 0: the first segment).
+        """
         t = _as_tensor(t)
         pos = t.to(torch.float64).clamp(0.0, 1.0) * self.num_train_timesteps
         lo = pos.floor().clamp_(max=self.num_train_timesteps - 1)
         index = lo.long()
         knots, slopes = self._tables(pos.device)
-        slope = slopes[index]
-        return knots[index] + slope * (pos - lo), slope * self.num_train_timesteps
+        # the tolerance makes a time k / T that does not map back to exactly k still count as the knot
+        below = (pos - KNOT_TOLERANCE).ceil().sub_(1).clamp_(0, self.num_train_timesteps - 1).long()
+        return knots[index] + slopes[index] * (pos - lo), slopes[below] * self.num_train_timesteps
 
     def _tables(self, device):
         """log abar at the knots and the slope of each segment, cached per device."""

@@ -93,3 +93,48 @@ def test_bad_inputs():
         da.FlowSchedule().time_grid(0)
     with pytest.raises(da.DiffalignError):
         da.VPSchedule([0.5, 0.9])
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES[:2], ids=repr)
+def test_vp_derivatives_at_knots_use_the_segment_below(schedule):
+    # samplers step downward from grid times k/T, so the slope they need at a knot is the one of the
+    # segment below it (the segment above was 20% off at k = 1 on the linear schedule)
+    T = schedule.num_train_timesteps
+    t = torch.tensor([1, 2, 3, 500, T - 1, T], dtype=torch.float64) / T
+    h = 1e-7
+    for fn, derivative in [(schedule.alpha, schedule.d_alpha), (schedule.sigma, schedule.d_sigma)]:
+        from_below = (fn(t) - fn(t - h)) / h
+        torch.testing.assert_close(derivative(t), from_below, rtol=1e-4, atol=0)
+
+
+def test_eps_prediction_where_alpha_is_zero_is_a_clear_error():
+    # rectified flow: alpha(1) = 0, so predicted noise says nothing about x0 at the first grid point
+    schedule = da.FlowSchedule()
+    x, eps = torch.randn(3, 2), torch.randn(3, 2)
+    with pytest.raises(da.DiffalignError, match="prediction='eps'.*t=1, where alpha\\(t\\) = 0"):
+        Prediction.from_output("eps", eps, x, torch.tensor([1.0, 0.5, 0.2]), schedule)
+    model = da.FunctionDenoiser(lambda x, t: x, schedule=schedule, prediction="eps", shape=(2,))
+    with pytest.raises(da.DiffalignError, match="prediction='eps'"):
+        da.sample(model, None, num_samples=2, steps=4)
+
+
+def test_flow_prediction_on_a_flat_vp_stretch_is_a_clear_error():
+    # abar constant between steps 2 and 3: the velocity is 0 there whatever x0 is, so x0 cannot be recovered
+    schedule = da.VPSchedule([0.9, 0.8, 0.8, 0.5])
+    x, velocity = torch.randn(2, 2, dtype=torch.float64), torch.randn(2, 2, dtype=torch.float64)
+    with pytest.raises(da.DiffalignError, match="prediction='flow'.*t=0.6"):
+        Prediction.from_output("flow", velocity, x, torch.tensor([0.6, 0.9], dtype=torch.float64), schedule)
+    # outside the flat stretch it still round-trips
+    pred = Prediction.from_output("flow", velocity, x, torch.tensor([0.4, 0.9], dtype=torch.float64), schedule)
+    torch.testing.assert_close(pred.flow, velocity)
+
+
+def test_function_denoiser_keeps_the_sample_dtype():
+    # a user fn that multiplies by schedule.alpha(t) returns float64; samples must stay float32
+    schedule = da.VPSchedule.linear(1e-4, 0.02, 1000)
+    model = da.FunctionDenoiser(lambda x, t: schedule.alpha(t)[:, None] * x, schedule=schedule, prediction="x0",
+                                shape=(2,))
+    pred = model.predict(torch.randn(3, 2), torch.tensor(0.5, dtype=torch.float64))
+    assert pred.x0.dtype == pred.eps.dtype == torch.float32
+    out = da.sample(model, lambda x: x[:, 0], sampler="sir", num_samples=4, nfe=40, steps=5, seed=0)
+    assert out.samples.dtype == torch.float32

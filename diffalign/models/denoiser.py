@@ -112,9 +112,9 @@ class FunctionDenoiser(Denoiser):
         self._decode = decode
 
     def forward(self, x, t, cond=None):
-        if cond is None:
-            return self.fn(x, t)
-        return self.fn(x, t, cond)
+        output = self.fn(x, t) if cond is None else self.fn(x, t, cond)
+        # a fn that multiplies by schedule.alpha(t) (float64) would silently promote float32 samples to float64
+        return output.to(dtype=x.dtype)
 
     def encode_condition(self, cond, batch_size):
         if cond is None or isinstance(cond, dict):

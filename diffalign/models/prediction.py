@@ -20,7 +20,7 @@ from typing import Optional
 
 import torch
 
-from ..errors import choice_error
+from ..errors import DiffalignError, choice_error
 from ..schedules import Schedule, _broadcast
 
 PREDICTION_KINDS = ("x0", "eps", "v", "flow")
@@ -64,6 +64,8 @@ class Prediction:
             x0 = output
             eps = (x - a * x0) / s
         elif kind == "eps":
+            # x_t = alpha x0 + sigma eps: where alpha = 0 (pure noise) predicted noise says nothing about x0
+            _refuse_singular(a == 0, t, "eps", "alpha(t) = 0", "'x0', 'v' or 'flow'")
             eps = output
             x0 = (x - s * eps) / a
         elif kind == "v":
@@ -74,6 +76,9 @@ class Prediction:
         else:  # flow velocity u = a' x0 + s' eps
             da, ds = _coefs(schedule.d_alpha, x, t), _coefs(schedule.d_sigma, x, t)
             det = a * ds - s * da
+            # a flat stretch of alphas_cumprod has alpha' = sigma' = 0: the velocity is 0 whatever x0 is
+            _refuse_singular(det == 0, t, "flow", "alpha'(t) = sigma'(t) = 0 (a flat stretch of the schedule)",
+                             "'x0', 'eps' or 'v'")
             x0 = (ds * x - s * output) / det
             eps = (a * output - da * x) / det
         return cls(x=x, t=t, x0=x0, eps=eps, schedule=schedule, alpha=a, sigma=s)
@@ -104,6 +109,17 @@ def _coefs64(fn, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Like :func:`_coefs` but kept in float64 (kernels combine coefficients before casting)."""
     coef = fn(t.to(torch.float64)).to(x.device)
     return coef.reshape(coef.shape + (1,) * (x.ndim - coef.ndim)) if coef.ndim else coef
+
+
+def _refuse_singular(singular: torch.Tensor, t: torch.Tensor, kind: str, why: str, alternatives: str) -> None:
+    """A clear error instead of the inf/NaN that inverting a singular coefficient system would give."""
+    if bool(singular.any()):
+        # coefficients are (B, 1, ...) against x, t is (B,) (or one time for the whole batch)
+        row = int(singular.reshape(singular.shape[0], -1).any(1).nonzero()[0]) if singular.ndim else 0
+        times = t.reshape(-1)
+        bad = float(times[row] if times.numel() > 1 else times[0])
+        raise DiffalignError(f"prediction={kind!r} cannot give x0 at t={bad:g}, where {why}; "
+                             f"use a model with prediction {alternatives} there")
 
 
 def combine(predictions: list[Prediction], weights: list[float]) -> Prediction:

@@ -19,7 +19,11 @@ One iteration (their Algorithm 1), batched over ``leaves_per_iteration`` selecti
 Output: DTS draws each sample by descending from the root with P(child) proportional to
 exp(lambda v), which needs no model call -- the method is anytime (see :meth:`DTSSampler.draw`).
 ``output="reweight"`` (experimental, not in the paper) instead resamples the tree's samples with
-their selection's importance weight, which removes the finite-budget bias of the descent.
+their selection's importance weight against a uniform descent. It is a heuristic correction, not
+exact: a uniform descent over an adaptively widened tree is not the base law (a node's child count
+depends on its children's values), selections discarded within a batch condition the proposal, and
+-inf children change the support. It shrinks the descent's bias on the Gaussian oracle
+(benchmarks/dts_bias.py) without any guarantee.
 DTS* returns the highest-reward samples it found.
 
 Bounded memory: ``max_memory_bytes`` caps stored states. When the next batch of nodes would not
@@ -95,8 +99,10 @@ class DTSSampler(Sampler):
         output: "descend" (the paper's Algorithm 2: root to leaf with P(child) proportional to
             exp(lambda v)) or "reweight" (experimental, not in the paper): resample the tree's samples
             proportionally to w exp(lambda r), where w is the importance weight of the selection that
-            produced each one against a uniform descent -- an attempt to undo the adaptive-allocation
-            bias described above; measured in benchmarks/dts_bias.py.
+            produced each one against a uniform descent -- a heuristic against the adaptive-allocation
+            bias described above, not exact: uniform descent over an adaptively widened tree is not
+            the base law, discarded selections condition the proposal and -inf children change the
+            support. Measured in benchmarks/dts_bias.py.
     """
 
     name = "dts"

@@ -3,12 +3,14 @@
 Draw M = nfe // (steps x passes) samples from the base model, weight each by exp(lambda r(x0)) and
 resample ``num_samples`` of them. As M -> inf the output converges to pi*(x0) proportional to
 p(x0) exp(lambda r(x0)) -- the simplest asymptotically exact baseline for DTS (papers.md).
+NaN and +inf rewards get zero weight, as in SMC and DTS.
 """
 
 from __future__ import annotations
 
 from typing import Optional
 
+import torch
 
 from ..kernels import Kernel
 from .base import SampleOutput, Sampler
@@ -47,7 +49,8 @@ class SIRSampler(Sampler):
         x0 = batched_rollouts(model, m, model.schedule.time_grid(steps), kernel, rows, generator, self.batch_size,
                               self.show_progress())
         rewards = evaluate_reward(reward, model, x0, self.batch_size)
-        log_w = self.lam * rewards.double()
+        # NaN and +inf are broken rewards, not infinitely good ones: zero weight, as in SMC and DTS
+        log_w = self.lam * torch.nan_to_num(rewards.double(), nan=-float("inf"), posinf=-float("inf"))
         chosen = multinomial_resample(log_w, num_samples, generator).to(x0.device)
         return SampleOutput(x0[chosen], rewards[chosen], nfe=0,
                             info={"rollouts": m, "ess": effective_sample_size(log_w)})

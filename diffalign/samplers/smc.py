@@ -8,7 +8,8 @@ r_t = r(x0_hat(x_t)):
 * ``"diff"``: G_t = exp(lambda (r_t - r_prev)). The product over time telescopes to exp(lambda r(x0)),
   so with the final weighting the particles target p(x0) exp(lambda r(x0)) exactly as K -> inf;
 * ``"max"``: G_t = exp(lambda (max_{s<=t} r_s - max_{s<t} r_s)) -- FK-steering's "max" potential, which
-  favours particles that were ever good; it is a heuristic, not exact.
+  favours particles that were ever good (the first evaluation, at whatever step, gives
+  exp(lambda r_t)); it is a heuristic, not exact.
 
 Resampling (systematic) happens when the effective sample size falls below ``ess_threshold * K``;
 the output resamples ``num_samples`` particles by their final weights.
@@ -76,7 +77,9 @@ class SMCSampler(Sampler):
         grid = model.schedule.time_grid(steps)
         x = initial_noise(model, k, generator)
         log_w = torch.zeros(k, dtype=torch.float64, device=x.device)
-        previous = torch.zeros(k, dtype=torch.float64, device=x.device)  # r_prev ("diff") or running max ("max")
+        # r_prev ("diff") or running max ("max"); -inf: no reward seen yet, so any first reward is the max
+        previous = torch.full((k,), -float("inf"), dtype=torch.float64, device=x.device)
+        first_evaluation = True
         resamples = 0
         for i in tqdm(range(steps), desc=self.name, disable=not self.show_progress()):
             preds, x_next = [], torch.empty_like(x)
@@ -93,9 +96,9 @@ class SMCSampler(Sampler):
                 r_t = evaluate_reward(reward, model, estimate, self.batch_size).double()
                 r_t = torch.nan_to_num(r_t, nan=-float("inf"), posinf=-float("inf"))
                 current = r_t if self.potential == "diff" else torch.maximum(previous, r_t)
-                if i + 1 == self.resample_every and self.potential == "max":
-                    current = r_t
-                log_w = log_w + self.lam * (current - previous)
+                # the first potential has no predecessor: G = exp(lambda r_t), whatever step it falls on
+                log_w = log_w + self.lam * (current if first_evaluation else current - previous)
+                first_evaluation = False
                 log_w = torch.nan_to_num(log_w, nan=-float("inf"))
                 previous = current
                 if not last and effective_sample_size(log_w) < self.ess_threshold * k:

@@ -9,9 +9,11 @@ from ..errors import DiffalignError
 
 def normalized_weights(log_weights: torch.Tensor) -> torch.Tensor:
     """softmax of log-weights, with -inf (and NaN, treated as -inf) getting zero mass."""
-    lw = torch.nan_to_num(log_weights.double(), nan=-float("inf"))
+    # neginf must be given: nan_to_num's default turns -inf into the lowest finite double, which made an
+    # all -inf pool look valid and resample uniformly
+    lw = torch.nan_to_num(log_weights.double(), nan=-float("inf"), neginf=-float("inf"))
     if not torch.isfinite(lw.max()):
-        raise DiffalignError("every particle has weight zero (all rewards -inf or NaN)")
+        raise DiffalignError("every particle has weight zero (every reward is -inf, or NaN or +inf, which count as -inf)")
     return torch.softmax(lw, dim=0)
 
 
