@@ -45,6 +45,13 @@ CHECKPOINTS = "checkpoints"
 FINAL = "final"
 
 
+def no_accelerator() -> bool:
+    """True on a CPU-only machine. accelerate forms a multi-process CPU group (gloo) only when told
+    ``cpu=True``; without it, processes started by torchrun or ``accelerate launch --multi_gpu`` each
+    believe they are alone."""
+    return not torch.cuda.is_available()
+
+
 def seeded_generator(*keys: int) -> torch.Generator:
     """A CPU generator determined by the integer keys alone (numpy's SeedSequence mixes them)."""
     seed = int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1, dtype=np.uint64)[0] >> 1)
@@ -69,6 +76,7 @@ class Trainer:
         self.output_dir = Path(output_dir)
         tc = config.train
         self.accelerator = accelerator or Accelerator(
+            cpu=no_accelerator(),
             mixed_precision=tc.mixed_precision,
             log_with=None if tc.report_to == "none" else tc.report_to,
             project_dir=str(self.output_dir / "logs"),

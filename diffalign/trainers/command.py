@@ -91,7 +91,9 @@ def run_train(args) -> None:
 
     from accelerate import PartialState
 
-    state = PartialState()
+    from .base import no_accelerator
+
+    state = PartialState(cpu=no_accelerator())
     prepare_output_dir(directory, to_dict(config), args.overwrite, state.is_main_process)
     state.wait_for_everyone()
 
