@@ -36,6 +36,14 @@ class Registry(Generic[T]):
         _check_options(self.kind, name, self._factories[name], options)
         return self._factories[name](**options)
 
+    def options(self, name: str) -> dict[str, object]:
+        """Option -> default for a registered name (``inspect.Parameter.empty`` when required)."""
+        if name not in self._factories:
+            raise choice_error(self.kind, name, self.names())
+        params = inspect.signature(self._factories[name]).parameters.values()
+        return {p.name: p.default for p in params
+                if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+
     def names(self) -> list[str]:
         return sorted(self._factories)
 
