@@ -101,8 +101,8 @@ def run_sample(args) -> None:
     out_path = check_writable_file(args.out)
     import diffalign as da
 
-    # progress=None: a bar only for runs longer than a few seconds. Cheapest first: sampler and reward options fail before the model (diffusers) is loaded
-    sampler = da.samplers.get(args.sampler, **{"progress": None, **sampler_options})
+    # cheapest first: sampler and reward options fail before the model (diffusers) is loaded
+    sampler = da.samplers.get(args.sampler, **sampler_options)
     reward = da.rewards.get(args.reward, **reward_options) if args.reward else None
     model = da.load_model(args.model)
     if args.cfg != 1.0:
