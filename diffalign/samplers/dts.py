@@ -361,7 +361,7 @@ class DTSSampler(Sampler):
             ess = tree_math.effective_sample_size(self._descent_probabilities(tree))
         samples = tree.state(chosen.tolist()).to(torch.float32 if tree.storage_dtype != torch.float64 else torch.float64)
         rewards = torch.as_tensor(tree.value[chosen], dtype=torch.float32)
-        return SampleOutput(samples, rewards, nfe=0, info={"nodes_chosen": chosen, "ess": ess})
+        return SampleOutput(samples, rewards, nfe=0, info={"nodes_chosen": torch.as_tensor(chosen), "ess": ess})
 
     def _descent_probabilities(self, tree: DiffusionTree) -> np.ndarray:
         """Probability that one descent ends at each terminal (the distribution the output samples)."""
