@@ -119,3 +119,14 @@ def test_list_shows_sampler_options_and_defaults(capsys):
     out = capsys.readouterr().out
     assert "max_memory_bytes=None" in out and "leaves_per_iteration=16" in out
     assert "potential='diff'" in out and "n=None" in out
+
+
+def test_bad_name_is_refused_quickly():
+    """Generous bound (the benchmark measures ~0.1 s; importing torch and diffusers first took ~14 s):
+    benchmarks/cli_latency.py has the real figures."""
+    import time
+
+    start = time.perf_counter()
+    code, _, err, _ = run_fresh("sample", "--sampler", "bon", "--out", "x.png")
+    assert code == 2 and "unknown sampler 'bon'" in err
+    assert time.perf_counter() - start < 8.0
