@@ -291,7 +291,7 @@ class DTSSampler(Sampler):
                 break
         if bar.n < bar.total:  # stopped early (memory, idle): end the bar where it is, not at "0%, ETA 70 h"
             bar.total = bar.n
-            bar.set_postfix_str("tree memory full" if memory_full else "stopped")
+            bar.set_postfix_str("tree memory full" if memory_full else "stopped", refresh=False)
         bar.close()
         return {
             "nodes": tree.num_nodes,
