@@ -118,7 +118,7 @@ class Sampler:
             self._warn_if_few_distinct(out, num_samples)
         if nfe is not None and out.nfe < MIN_BUDGET_FRACTION * nfe:
             warnings.warn(
-                f"{self.name} spent {out.nfe} of the nfe={nfe} budget ({out.nfe / nfe:.0%}); "
+                f"{self.name} spent {out.nfe} of the nfe={nfe} budget ({out.nfe / nfe:.1%}); "
                 + ("it draws one rollout per sample, so a larger budget buys nothing (a search sampler such as "
                    "best-of-n, sir, smc or dts spends it)" if self.name == "ancestral"
                    else "see out.info for why it stopped"),
