@@ -1,7 +1,9 @@
 """Atomic writes: a crash never leaves a half-written file or directory behind.
 
 Everything is written into a temporary sibling first and moved into place with ``os.replace``,
-which is atomic on POSIX for files; directories are swapped in two renames.
+which is atomic on POSIX for files; directories are swapped in two renames. ``tempfile`` creates
+its files 0600 and directories 0700; the results get the modes a plain ``open``/``mkdir`` would
+give under the user's umask.
 """
 
 from __future__ import annotations
@@ -13,6 +15,12 @@ import tempfile
 from pathlib import Path
 
 
+def current_umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_directory(target):
     """Yield a temporary directory that replaces ``target`` only if the block succeeds."""
@@ -21,6 +29,7 @@ def atomic_directory(target):
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~current_umask())
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -41,6 +50,7 @@ def atomic_write_bytes(path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+            os.fchmod(f.fileno(), 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -1,7 +1,9 @@
 """`diffalign` command line: demo, sample, train, list.
 
 Every bad input ends with one line on stderr and a non-zero exit (2 for bad input, 1 for anything
-unexpected); set DIFFALIGN_DEBUG=1 to see the traceback instead.
+unexpected); set DIFFALIGN_DEBUG=1 to see the traceback instead. Input is checked by
+:mod:`diffalign.cli_validation` before torch is imported (that import alone takes seconds), so only
+the commands themselves import the heavy modules, inside their functions.
 """
 
 from __future__ import annotations
@@ -9,47 +11,85 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
-from .errors import DiffalignError
+from .cli_validation import (
+    KERNELS,
+    MODELS,
+    REWARD_OPTIONS,
+    SAMPLER_OPTIONS,
+    check_sample_args,
+    check_writable_dir,
+    check_writable_file,
+    parse_count,
+    parse_options,  # noqa: F401  (kept importable from here)
+)
+from .errors import DiffalignError, SamplingWarning
+from .version import __version__
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILURE = 1
 
 
+class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: X)" after every option that has a default worth showing (not None or [])."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default == []:
+            return action.help
+        return super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports errors in one line (no usage dump)."""
+    """argparse that reports errors in one line (no usage dump) and shows every default in --help."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpWithDefaults)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         raise DiffalignError(f"{message} (see '{self.prog} --help')")
 
 
+def _nfe(text: str) -> int:
+    try:
+        return parse_count(text)
+    except DiffalignError as err:  # argparse prefixes it with the option name
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="diffalign", description="Align diffusion and flow models to rewards.")
+    parser.add_argument("--version", action="version", version=f"diffalign {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     demo = commands.add_parser("demo", help="base vs best-of-n on the embedded digits models")
-    demo.add_argument("--out", default="out/demo", help="output directory (default: out/demo)")
-    demo.add_argument("--target", type=int, default=3, help="target digit (default: 3)")
-    demo.add_argument("--num-samples", type=int, default=16)
+    demo.add_argument("--out", default="out/demo", help="output directory")
+    demo.add_argument("--target", type=int, default=3, help="target digit")
+    demo.add_argument("--num-samples", type=int, default=16, help="samples per row")
     demo.add_argument("--candidates", type=int, default=32, help="best-of-n candidates per sample")
-    demo.add_argument("--steps", type=int, default=50)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--steps", type=int, default=50, help="denoising steps")
+    demo.add_argument("--seed", type=int, default=0, help="random seed")
 
     sample = commands.add_parser("sample", help="draw samples with any sampler and reward")
-    sample.add_argument("--model", default="digits", help="embedded name or diffusers directory")
-    sample.add_argument("--sampler", default="ancestral")
-    sample.add_argument("--reward", default=None, help="reward name (see 'diffalign list')")
+    sample.add_argument("--model", default="digits", help=f"embedded model ({', '.join(MODELS)}) or diffusers directory")
+    sample.add_argument("--sampler", default="ancestral",
+                        help=f"one of {', '.join(SAMPLER_OPTIONS)} ('diffalign list' shows their options)")
+    sample.add_argument("--reward", default=None, help=f"one of {', '.join(REWARD_OPTIONS)}")
     sample.add_argument("--target", type=int, default=None, help="target class for the 'digit' reward")
-    sample.add_argument("--reward-option", action="append", default=[], metavar="KEY=VALUE")
-    sample.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="sampler option")
-    sample.add_argument("--nfe", type=int, default=None, help="budget of model evaluations")
-    sample.add_argument("--num-samples", type=int, default=16)
-    sample.add_argument("--steps", type=int, default=50)
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--reward-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="reward option, repeatable")
+    sample.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="sampler option, repeatable (e.g. lam=2)")
+    sample.add_argument("--nfe", type=_nfe, default=None,
+                        help="budget of model evaluations (20000, 20_000 or 2e4); none: what the sampler needs")
+    sample.add_argument("--num-samples", type=int, default=16, help="samples to draw")
+    sample.add_argument("--steps", type=int, default=50, help="denoising steps per rollout")
+    sample.add_argument("--seed", type=int, default=0, help="random seed")
     sample.add_argument("--cond", type=int, default=None, help="class label (embedded digits models)")
-    sample.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale")
+    sample.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (needs --cond)")
     sample.add_argument("--out", default="samples.png", help="PNG grid to write")
 
     sample.add_argument("--lora", default=None, help="a trained LoRA directory (diffusers format), e.g. runs/grpo/final")
@@ -63,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="start afresh over a used --output-dir")
     train.add_argument("--show-config", action="store_true", help="print the method's config keys, defaults and help")
 
-    commands.add_parser("list", help="list models, samplers, rewards and kernels")
+    commands.add_parser("list", help="list models, samplers (with options), rewards and kernels")
     return parser
 
 
@@ -77,80 +117,64 @@ def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -
     return args
 
 
-def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
-    """KEY=VALUE pairs; values are parsed as YAML scalars (numbers, booleans, null, strings)."""
-    import yaml
-
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise DiffalignError(f"option {pair!r} is not KEY=VALUE")
-        options[key.replace("-", "_")] = yaml.safe_load(value)
-    return options
-
-
-def check_writable_file(path: str, suffix: str = ".png") -> Path:
-    """Fail before any compute if the output cannot be written."""
-    out = Path(path)
-    if out.suffix.lower() != suffix:
-        raise DiffalignError(f"output path {out} must end in {suffix}")
-    check_writable_dir(out.parent if str(out.parent) else Path("."))
-    if out.is_dir():
-        raise DiffalignError(f"output path {out} is a directory")
-    return out
-
-
-def check_writable_dir(directory: Path) -> Path:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise DiffalignError(f"cannot create output directory {directory}: {err.strerror}") from None
-    if not os.access(directory, os.W_OK):
-        raise DiffalignError(f"output directory {directory} is not writable")
-    return directory
-
-
-def _reward_options(args) -> dict[str, Any]:
-    options = parse_options(args.reward_option)
-    if args.target is not None:
-        options["target"] = args.target
-    return options
-
-
 def run_sample(args) -> None:
+    sampler_options, reward_options = check_sample_args(args)
+    out_path = check_writable_file(args.out)
+    if args.lora is not None and not Path(args.lora).exists():
+        raise DiffalignError(f"--lora {args.lora} does not exist (expected a directory with pytorch_lora_weights.safetensors)")
     import diffalign as da
 
-    from .images import save_grid
-
-    out_path = check_writable_file(args.out)
+    # cheapest first: sampler and reward options fail before the model (diffusers) is loaded
+    sampler = da.samplers.get(args.sampler, **sampler_options)
+    reward = da.rewards.get(args.reward, **reward_options) if args.reward else None
     model = da.load_model(args.model, lora=args.lora)
     if args.cfg != 1.0:
         model = da.CFGDenoiser(model, args.cfg)
-    reward = da.rewards.get(args.reward, **_reward_options(args)) if args.reward else None
-    sampler = da.samplers.get(args.sampler, progress=True, **parse_options(args.option))
-    out = sampler.sample(model, reward, num_samples=args.num_samples, nfe=args.nfe, steps=args.steps,
-                         seed=args.seed, cond=args.cond)
-    save_grid(model.decode(out.samples), out_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SamplingWarning)
+        out = sampler.sample(model, reward, num_samples=args.num_samples, nfe=args.nfe, steps=args.steps,
+                             seed=args.seed, cond=args.cond)
+    _report_warnings(caught)
+    da.save_grid(model.decode(out.samples), out_path)
     mean = f"{out.rewards.float().mean().item():.4f}" if out.rewards is not None else "n/a"
-    print(f"wrote {out_path}: {args.num_samples} samples, {out.nfe} NFE, mean reward {mean}")
+    distinct = f" ({out.info['distinct']} distinct)" if "distinct" in out.info else ""
+    print(f"wrote {out_path}: {args.num_samples} samples{distinct}, {out.nfe} NFE, mean reward {mean}, "
+          f"{out.info['seconds']:.1f} s")
+
+
+def _report_warnings(caught) -> None:
+    """Our own warnings as one line each on stderr; anything else as Python would show it."""
+    for item in caught:
+        if issubclass(item.category, SamplingWarning):
+            print(f"diffalign: warning: {item.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(item.message, item.category, item.filename, item.lineno)
 
 
 def run_list(_args) -> None:
     import diffalign as da
-    from diffalign.models.zoo import EMBEDDED
 
-    print("models:   " + ", ".join(sorted(EMBEDDED)) + " (or a diffusers directory)")
-    print("samplers: " + ", ".join(da.samplers.names()))
+    print("models:   " + ", ".join(MODELS) + " (or a diffusers directory)")
+    print("samplers (options and defaults):")
+    for name in da.samplers.names():
+        options = da.samplers.SAMPLERS.options(name)
+        print(f"  {name:10s} " + ", ".join(_option_text(key, value) for key, value in options.items()))
     print("rewards:  " + ", ".join(da.rewards.names()))
-    print("kernels:  " + ", ".join(da.kernels.KERNELS.names()))
+    print("kernels:  " + ", ".join(KERNELS))
+
+
+def _option_text(key: str, default) -> str:
+    import inspect
+
+    return f"{key} (required)" if default is inspect.Parameter.empty else f"{key}={default!r}"
 
 
 def run_demo(args) -> None:
+    out_dir = check_writable_dir(Path(args.out))
     from .demo import run_demo as demo
 
-    demo(out_dir=check_writable_dir(Path(args.out)), target=args.target, num_samples=args.num_samples,
-         candidates=args.candidates, steps=args.steps, seed=args.seed)
+    demo(out_dir=out_dir, target=args.target, num_samples=args.num_samples, candidates=args.candidates,
+         steps=args.steps, seed=args.seed)
 
 
 def run_train(args) -> None:

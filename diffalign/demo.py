@@ -1,7 +1,7 @@
 """`diffalign demo`: base samples vs best-of-n for a target digit, on both embedded models.
 
 Writes ``grid.png`` (one row per model x method) and ``report.md`` (sampler, NFE, mean reward,
-class accuracy). Takes well under a minute on 2 CPU cores.
+class accuracy). Takes about a minute on 2 CPU cores (57 s measured).
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ def run_demo(out_dir: Path, target: int = 3, num_samples: int = 16, candidates: 
                          time.perf_counter() - start))
             print(f"{name:12s} {label:32s} NFE {out.nfe:7d}  mean log p({target}|x) {rows[-1][3]:7.3f}  "
                   f"accuracy {rows[-1][4]:.2f}")
-    save_grid(torch.cat(images), out_dir / "grid.png", nrow=num_samples)
+    labels = [f"{name}, {label}: {nfe} NFE, mean reward {reward:.2f}" for name, label, nfe, reward, *_ in rows]
+    save_grid(torch.cat(images), out_dir / "grid.png", nrow=num_samples, row_labels=labels)
     atomic_write_bytes(out_dir / "report.md", _report(rows, target, num_samples, steps, seed).encode())
     print(f"wrote {out_dir / 'grid.png'} and {out_dir / 'report.md'}")
     return rows
@@ -56,7 +57,8 @@ def _report(rows, target, num_samples, steps, seed) -> str:
         "",
         f"{num_samples} samples per row, {steps} steps, seed {seed}. Reward: `digit` (log p({target}|x) from the "
         "embedded classifier). Class accuracy: fraction of samples the classifier labels as the target.",
-        "`grid.png` shows the rows in this order, one sample per column.",
+        "`grid.png` shows the rows in this order, one sample per column, each labelled with its model, sampler, "
+        "NFE and mean reward.",
         "",
         "| model | sampler | NFE | mean reward | class accuracy | seconds |",
         "|---|---|---:|---:|---:|---:|",

@@ -14,3 +14,8 @@ class DiffalignError(ValueError):
 def choice_error(kind: str, value: object, valid: list[str]) -> DiffalignError:
     """An error for an unknown name that lists the valid choices."""
     return DiffalignError(f"unknown {kind} {value!r}; valid choices: {', '.join(sorted(valid))}")
+
+
+class SamplingWarning(UserWarning):
+    """A result that ran but is probably not what the user wanted (few distinct samples, unused budget,
+    a full tree). The CLI prints it as one line on stderr; Python shows it through ``warnings``."""

@@ -36,6 +36,19 @@ class Registry(Generic[T]):
         _check_options(self.kind, name, self._factories[name], options)
         return self._factories[name](**options)
 
+    def options(self, name: str) -> dict[str, object]:
+        """Option -> default for a registered name (``inspect.Parameter.empty`` when required).
+
+        A None default that the factory resolves from a ``default_<option>`` class attribute (DTS and
+        DTS* share a signature but not their defaults) is shown as that value.
+        """
+        if name not in self._factories:
+            raise choice_error(self.kind, name, self.names())
+        factory = self._factories[name]
+        params = inspect.signature(factory).parameters.values()
+        return {p.name: getattr(factory, f"default_{p.name}", None) if p.default is None else p.default
+                for p in params if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+
     def names(self) -> list[str]:
         return sorted(self._factories)
 

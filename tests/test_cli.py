@@ -23,7 +23,7 @@ def run(capsys, *argv):
         (["sample", "--sampler", "best-of-n", "--reward", "digit", "--target", "3", "--nfe", "0"], "nfe must be a positive integer"),
         (["sample", "--sampler", "best-of-n", "--reward", "digit", "--target", "3", "--nfe", "-5"], "nfe must be a positive integer"),
         (["sample", "--sampler", "best-of-n", "--reward", "digit", "--target", "3", "--nfe", "100"], "nfe=100 is too small for best-of-n"),
-        (["sample", "--nfe", "abc"], "invalid int value: 'abc'"),
+        (["sample", "--nfe", "abc"], "nfe must be a positive integer such as 20000, 20_000 or 2e4, got 'abc'"),
         (["sample", "--out", "/proc/forbidden/x.png"], "cannot create output directory"),
         (["sample", "--out", "samples.jpg"], "must end in .png"),
         (["sample", "--reward", "digit", "--target", "12"], "target"),

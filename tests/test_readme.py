@@ -9,7 +9,8 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 @pytest.mark.slow
-def test_readme_python_blocks_run():
+def test_readme_python_blocks_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the examples write files (e.g. threes.png)
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert len(blocks) >= 3
     namespace: dict = {}

@@ -19,7 +19,7 @@ class AncestralSampler(Sampler):
         kernel: a :class:`~diffalign.kernels.Kernel` or a kernel name ("ddim", "ddpm", "euler",
             "flow-sde"); default: the schedule's stochastic kernel (DDPM for VP, flow SDE for flow).
         kernel_options: options of a named kernel, e.g. ``{"eta": 0.0}``.
-        progress: show progress bars (default: when stderr is a terminal).
+        progress: progress bars: None (default) shows them for runs longer than a few seconds, False never.
         batch_size: rollouts per model call.
     """
 
@@ -43,6 +43,6 @@ class AncestralSampler(Sampler):
         if nfe is not None and needed > nfe:
             raise too_small_budget(self.name, nfe, needed, f"{num_samples} samples x {steps} steps")
         grid = model.schedule.time_grid(steps)
-        x0 = batched_rollouts(model, num_samples, grid, kernel, encoded, generator, self.batch_size, self.show_progress())
+        x0 = batched_rollouts(model, num_samples, grid, kernel, encoded, generator, self.batch_size, self.progress)
         rewards = None if reward is None else evaluate_reward(reward, model, x0, self.batch_size)
         return SampleOutput(x0, rewards, nfe=0, info={"kernel": repr(kernel)})

@@ -55,7 +55,7 @@ class BestOfNSampler(Sampler):
         owners = torch.arange(num_samples, device=model.device).repeat_interleave(n)
         candidates = batched_rollouts(
             model, num_samples * n, model.schedule.time_grid(steps), kernel,
-            index_condition(encoded, owners), generator, self.batch_size, self.show_progress(),
+            index_condition(encoded, owners), generator, self.batch_size, self.progress,
         )
         scores = evaluate_reward(reward, model, candidates, self.batch_size)
         ranked = torch.nan_to_num(scores, nan=-float("inf")).view(num_samples, n)

@@ -37,13 +37,13 @@ zero probability and never poison a soft value; ``"error"`` raises instead.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Optional
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from ..errors import DiffalignError, choice_error
+from ..errors import DiffalignError, SamplingWarning, choice_error
 from ..kernels import Kernel
 from ..models.conditioning import index_condition
 from . import tree_math
@@ -106,6 +106,7 @@ class DTSSampler(Sampler):
     """
 
     name = "dts"
+    pools_samples = True
     needs_reward = True
     greedy_output = False
     default_lam = 1.0
@@ -227,6 +228,13 @@ class DTSSampler(Sampler):
         info = self._grow(self.tree, model, reward, kernel, model.schedule.time_grid(steps), encoded, generator, rng, nfe)
         out = self._output(self.tree, num_samples, rng)
         out.info.update(info)
+        if info["memory_full"]:
+            warnings.warn(
+                f"{self.name}: the tree filled max_memory_bytes={self.max_memory_bytes} after {info['tree_nfe']} NFE "
+                f"({info['nodes']} nodes); it stopped growing and sampled from the tree it had "
+                "(raise max_memory_bytes, or use storage_dtype='float16')",
+                SamplingWarning, stacklevel=3,
+            )
         return out
 
     def draw(self, num_samples: int, seed: int = 0) -> SampleOutput:
@@ -239,7 +247,7 @@ class DTSSampler(Sampler):
     def _grow(self, tree, model, reward, kernel, grid, cond, generator, rng, budget) -> dict[str, Any]:
         evals = model.evals_for(cond)
         spent_before, memory_full, idle, nonfinite = tree.nfe, False, 0, 0
-        bar = tqdm(total=budget, desc=self.name, unit="nfe", disable=not self.show_progress())
+        bar = self.progress_bar(total=budget, desc=self.name, unit="nfe")
         while True:
             left = budget - (tree.nfe - spent_before)
             expand, log_weights, cost, new_nodes, pending, selections = [], [], 0, 0, {}, 0
@@ -287,6 +295,9 @@ class DTSSampler(Sampler):
             cheapest = evals * (len(grid) - 1 - tree.level_steps[tree.terminal_level - 1])
             if memory_full or budget - (tree.nfe - spent_before) < cheapest or idle >= self.max_idle_iterations:
                 break
+        if bar.n < bar.total:  # stopped early (memory, idle): end the bar where it is, not at "0%, ETA 70 h"
+            bar.total = bar.n
+            bar.set_postfix_str("tree memory full" if memory_full else "stopped", refresh=False)
         bar.close()
         return {
             "nodes": tree.num_nodes,
@@ -342,6 +353,7 @@ class DTSSampler(Sampler):
             terminals = tree.terminals()
             order = np.argsort(-tree.value[terminals], kind="stable")
             chosen = terminals[order[np.arange(num_samples) % len(order)]]
+            ess = None  # a search: no weights to resample from
         elif self.output == "reweight":
             terminals = tree.terminals()
             logits = tree.log_weight[terminals] + self.lam * tree.value[terminals]
@@ -349,11 +361,27 @@ class DTSSampler(Sampler):
                 raise DiffalignError(f"{self.name}: every sample in the tree has reward -inf; nothing to resample")
             weights = np.exp(logits - logits.max())
             chosen = terminals[rng.choice(len(terminals), size=num_samples, p=weights / weights.sum())]
+            ess = tree_math.effective_sample_size(weights)
         else:
             chosen = np.array([self._descend(tree, rng) for _ in range(num_samples)], dtype=np.int64)
+            ess = tree_math.effective_sample_size(self._descent_probabilities(tree))
         samples = tree.state(chosen.tolist()).to(torch.float32 if tree.storage_dtype != torch.float64 else torch.float64)
         rewards = torch.as_tensor(tree.value[chosen], dtype=torch.float32)
-        return SampleOutput(samples, rewards, nfe=0, info={"nodes_chosen": chosen})
+        return SampleOutput(samples, rewards, nfe=0, info={"nodes_chosen": torch.as_tensor(chosen), "ess": ess})
+
+    def _descent_probabilities(self, tree: DiffusionTree) -> np.ndarray:
+        """Probability that one descent ends at each terminal (the distribution the output samples)."""
+        reach, stack, leaves = {ROOT: 1.0}, [ROOT], []
+        while stack:
+            node = stack.pop()
+            if tree.is_terminal(node):
+                leaves.append(reach[node])
+                continue
+            kids = tree.children[node]
+            for kid, p in zip(kids, tree_math.boltzmann_probabilities(tree.value[kids], self.lam)):
+                reach[kid] = reach[node] * p
+                stack.append(kid)
+        return np.array(leaves)
 
     def _descend(self, tree: DiffusionTree, rng: np.random.Generator) -> int:
         node = ROOT

@@ -5,13 +5,11 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from tqdm.auto import tqdm
-
 from ..errors import DiffalignError
 from ..kernels import Kernel, get_kernel
 from ..models.conditioning import Condition, index_condition
 from ..models.denoiser import Denoiser
-from .base import too_small_budget
+from .base import progress_bar, too_small_budget
 
 
 def resolve_kernel(model: Denoiser, kernel: Optional[str | Kernel], **options) -> Kernel:
@@ -32,11 +30,11 @@ def rollout(
     kernel: Kernel,
     cond: Condition,
     generator: torch.Generator,
-    progress: bool = False,
+    progress: Optional[bool] = False,
 ) -> torch.Tensor:
     """Run ``kernel`` from grid[0] down to grid[-1]; returns the final sample (x0 when grid ends at 0)."""
     steps = range(len(grid) - 1)
-    for i in tqdm(steps, desc="denoise", disable=not progress, leave=False):
+    for i in progress_bar(steps, progress=progress, desc="denoise", leave=False):
         pred = model.predict(x, grid[i], cond)
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if kernel.stochastic else None
         x = kernel.step(pred, grid[i + 1], noise)
@@ -51,16 +49,17 @@ def batched_rollouts(
     cond: Condition,
     generator: torch.Generator,
     batch_size: int,
-    progress: bool = False,
+    progress: Optional[bool] = False,
 ) -> torch.Tensor:
     """``n`` independent rollouts from fresh noise, ``batch_size`` at a time (``cond`` has n rows)."""
     chunks = []
     starts = range(0, n, batch_size)
-    for start in tqdm(starts, desc="rollouts", disable=not progress or len(starts) == 1):
+    single = len(starts) == 1  # one chunk: show its steps instead of a one-item bar
+    for start in progress_bar(starts, progress=False if single else progress, desc="rollouts"):
         stop = min(n, start + batch_size)
         x = initial_noise(model, stop - start, generator)
         chunk_cond = index_condition(cond, slice(start, stop))
-        chunks.append(rollout(model, x, grid, kernel, chunk_cond, generator, progress and len(starts) == 1))
+        chunks.append(rollout(model, x, grid, kernel, chunk_cond, generator, progress if single else False))
     return torch.cat(chunks)
 
 

@@ -30,6 +30,7 @@ class SIRSampler(Sampler):
 
     name = "sir"
     needs_reward = True
+    pools_samples = True
 
     def __init__(
         self,

@@ -48,6 +48,7 @@ class SMCSampler(Sampler):
 
     name = "smc"
     needs_reward = True
+    pools_samples = True
 
     def __init__(
         self,

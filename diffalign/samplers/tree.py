@@ -37,7 +37,7 @@ class DiffusionTree:
         self.max_bytes = max_bytes
         if max_bytes is not None and max_bytes < self.bytes_per_node * len(level_steps):
             raise DiffalignError(
-                f"max_bytes={max_bytes} cannot hold even one path ({len(level_steps)} nodes x {self.bytes_per_node} bytes)"
+                f"max_memory_bytes={max_bytes} cannot hold even one path ({len(level_steps)} nodes x {self.bytes_per_node} bytes)"
             )
         # node 0 is the dummy root above t = 1; it has no state
         self.parent: list[int] = [-1]

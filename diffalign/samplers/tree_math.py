@@ -56,3 +56,9 @@ def sample_index(probabilities: np.ndarray, rng: np.random.Generator) -> int:
     """One draw from a categorical distribution (inverse CDF; much cheaper than ``rng.choice`` with p)."""
     cdf = np.cumsum(probabilities)
     return min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), len(cdf) - 1)
+
+
+def effective_sample_size(weights: np.ndarray) -> float:
+    """(sum w)^2 / sum w^2 of non-negative weights (Kong 1992): how many samples they are worth."""
+    w = np.asarray(weights, dtype=np.float64)
+    return float(w.sum() ** 2 / (w * w).sum()) if w.size and (w * w).sum() > 0 else 0.0

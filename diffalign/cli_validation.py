@@ -1,0 +1,155 @@
+"""Checks of command-line input that run before torch is imported, so a typo is refused at once.
+
+Importing torch and diffusers costs the CLI over 10 s on a small CPU machine; checking a name
+should not. This module therefore keeps a light catalog of the registries' names and options
+(``tests/test_cli_fast.py`` checks it against the real registries, so it cannot drift) and never
+imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import DiffalignError, choice_error
+
+# Names the registries and the zoo know, with their options (in signature order) and which of them
+# are required. Keep in sync with the @register decorators; the test above says what to change.
+MODELS = ("digits", "digits-flow")
+
+_DTS_OPTIONS = (
+    "lam", "c_pw", "alpha", "c_uct", "branch_every", "branch_steps", "leaves_per_iteration", "kernel",
+    "kernel_options", "max_memory_bytes", "on_memory_full", "storage_dtype", "storage_device",
+    "nonfinite_reward", "reuse_tree", "output", "max_idle_iterations", "progress",
+)
+SAMPLER_OPTIONS = {
+    "ancestral": ("kernel", "kernel_options", "progress", "batch_size"),
+    "best-of-n": ("n", "kernel", "kernel_options", "progress", "batch_size"),
+    "dts": _DTS_OPTIONS,
+    "dts-star": _DTS_OPTIONS,
+    "sir": ("lam", "kernel", "kernel_options", "progress", "batch_size"),
+    "smc": ("lam", "potential", "resample_every", "ess_threshold", "kernel", "kernel_options", "progress",
+            "batch_size"),
+}
+SAMPLERS_NEEDING_REWARD = ("best-of-n", "dts", "dts-star", "sir", "smc")
+
+REWARD_OPTIONS = {
+    "aesthetic": ("mlp_weights", "model_name", "pretrained", "quick_gelu", "embed_dim"),
+    "clip": ("prompt", "model_name", "pretrained", "quick_gelu"),
+    "compressibility": ("quality",),
+    "digit": ("target", "classifier_dir"),
+    "incompressibility": ("quality",),
+    "weighted-sum": ("rewards", "weights"),
+}
+REWARDS_REQUIRED_OPTIONS = {"clip": ("prompt",), "digit": ("target",), "weighted-sum": ("rewards",)}
+
+KERNELS = ("ddim", "ddpm", "euler", "flow-sde")
+
+
+def parse_count(text: str) -> int:
+    """A positive integer written as 20000, 20_000 or 2e4 (an argparse ``type``)."""
+    value: Any
+    try:
+        value = int(text)
+    except ValueError:
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+    if value is None or value != value or value in (float("inf"), float("-inf")) or value != int(value) or value < 1:
+        raise DiffalignError(f"nfe must be a positive integer such as 20000, 20_000 or 2e4, got {text!r}")
+    return int(value)
+
+
+def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """KEY=VALUE pairs; values are parsed as YAML scalars (numbers, booleans, null, strings)."""
+    import yaml  # light (tens of ms); keeps `diffalign --help` free of it
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise DiffalignError(f"option {pair!r} is not KEY=VALUE")
+        options[key.replace("-", "_")] = yaml.safe_load(value)
+    return options
+
+
+def check_options(kind: str, name: str, options: dict, valid: Sequence[str], required: Sequence[str] = ()) -> None:
+    """The same one-line errors as the registry's, without importing what the registry holds."""
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise DiffalignError(
+            f"unknown option(s) {', '.join(unknown)} for {kind} {name!r}; valid options: {', '.join(valid) or '(none)'}"
+        )
+    missing = [key for key in required if key not in options]
+    if missing:
+        raise DiffalignError(f"{kind} {name!r} needs option(s): {', '.join(missing)}")
+
+
+def check_model(name_or_path: str) -> None:
+    """Refuse a model that is neither embedded, nor a diffusers directory, nor (online) a hub id."""
+    if name_or_path in MODELS:
+        return
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not any((path / sub / "config.json").exists() for sub in ("unet", "transformer")):
+            raise DiffalignError(f"{path} has no unet/ or transformer/ folder with a config.json")
+        return
+    if path.exists():
+        raise DiffalignError(f"model path {path} is a file; pass a diffusers model or pipeline directory")
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    looks_like_hub_id = name_or_path.count("/") == 1
+    if offline or not looks_like_hub_id:
+        raise DiffalignError(
+            f"unknown model {name_or_path!r}: not an embedded model ({', '.join(MODELS)}) nor an existing directory"
+            + (" (hub downloads are off: HF_HUB_OFFLINE is set)" if looks_like_hub_id else "")
+        )
+
+
+def check_sample_args(args) -> tuple[dict, dict]:
+    """Everything about ``diffalign sample`` that can be checked without torch; returns the parsed
+    sampler and reward options."""
+    if args.sampler not in SAMPLER_OPTIONS:
+        raise choice_error("sampler", args.sampler, list(SAMPLER_OPTIONS))
+    sampler_options = parse_options(args.option)
+    check_options("sampler", args.sampler, sampler_options, SAMPLER_OPTIONS[args.sampler])
+    reward_options = parse_options(args.reward_option)
+    if args.target is not None:
+        reward_options["target"] = args.target
+    if args.reward is not None:
+        if args.reward not in REWARD_OPTIONS:
+            raise choice_error("reward", args.reward, list(REWARD_OPTIONS))
+        check_options("reward", args.reward, reward_options, REWARD_OPTIONS[args.reward],
+                      REWARDS_REQUIRED_OPTIONS.get(args.reward, ()))
+    elif reward_options:
+        raise DiffalignError("--target and --reward-option need --reward (see 'diffalign list')")
+    elif args.sampler in SAMPLERS_NEEDING_REWARD:
+        raise DiffalignError(f"sampler {args.sampler!r} needs --reward (see 'diffalign list')")
+    if args.cfg != 1.0 and args.cond is None:
+        # CFG steers toward a condition; without one it would silently sample unconditionally
+        raise DiffalignError(f"--cfg {args.cfg:g} needs --cond (the class to guide toward); "
+                             "without it the samples would be unconditional")
+    check_model(args.model)
+    return sampler_options, reward_options
+
+
+def check_writable_file(path: str, suffix: str = ".png") -> Path:
+    """Fail before any compute if the output cannot be written."""
+    out = Path(path)
+    if out.suffix.lower() != suffix:
+        raise DiffalignError(f"output path {out} must end in {suffix}")
+    check_writable_dir(out.parent if str(out.parent) else Path("."))
+    if out.is_dir():
+        raise DiffalignError(f"output path {out} is a directory")
+    return out
+
+
+def check_writable_dir(directory: Path) -> Path:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DiffalignError(f"cannot create output directory {directory}: {err.strerror}") from None
+    if not os.access(directory, os.W_OK):
+        raise DiffalignError(f"output directory {directory} is not writable")
+    return directory
