@@ -103,7 +103,8 @@ def run_train(args) -> None:
     metrics = trainer.train()
     if state.is_main_process:
         summary = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k in ("loss", "reward", "seconds"))
-        print(f"trained {config.method} to step {trainer.step} ({summary}); final weights in {directory / 'final'}")
+        processes = f" on {state.num_processes} processes" if state.num_processes > 1 else ""
+        print(f"trained {config.method} to step {trainer.step}{processes} ({summary}); final weights in {directory / 'final'}")
 
 
 def _check_writable(directory: Path) -> None:
