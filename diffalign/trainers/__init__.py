@@ -5,43 +5,40 @@
     get_trainer(config.method)(config, "runs/grpo").train()
 
 or ``diffalign train configs/grpo_digits.yaml --output-dir runs/grpo`` (``accelerate launch -m diffalign
-train ...`` for several processes). The maths lives in :mod:`~diffalign.trainers.losses`.
+train ...`` for several processes). Each method is a Config (``<method>_config.py``, no torch: the CLI
+checks a config before importing torch) and a Trainer (``<method>.py``); the maths lives in
+:mod:`~diffalign.trainers.losses`.
 """
 
 from __future__ import annotations
 
-from ..errors import DiffalignError, choice_error
-from .base import Trainer, load_lora_into
-from .config import TrainerConfig, apply_overrides, build, read_yaml
-from .flow_dpo import FlowDPOConfig, FlowDPOTrainer
-from .grpo import GRPOConfig, GRPOTrainer
-from .rwr import RWRConfig, RWRTrainer
+import importlib
 
-TRAINERS: dict[str, type[Trainer]] = {cls.name: cls for cls in (FlowDPOTrainer, RWRTrainer, GRPOTrainer)}
+from .config import METHODS, TrainerConfig, config_from_dict, load_config
 
-
-def get_trainer(method: str) -> type[Trainer]:
-    if method not in TRAINERS:
-        raise choice_error("trainer method", method, list(TRAINERS))
-    return TRAINERS[method]
+# method -> (module, Trainer class name)
+_TRAINERS = {"flow_dpo": (".flow_dpo", "FlowDPOTrainer"), "rwr": (".rwr", "RWRTrainer"), "grpo": (".grpo", "GRPOTrainer")}
+_LAZY = {cls: (module, cls) for module, cls in _TRAINERS.values()}
+_LAZY.update({"Trainer": (".base", "Trainer"), "load_lora_into": (".base", "load_lora_into"),
+              "FlowDPOConfig": (".flow_dpo_config", "FlowDPOConfig"), "RWRConfig": (".rwr_config", "RWRConfig"),
+              "GRPOConfig": (".grpo_config", "GRPOConfig")})
 
 
-def config_from_dict(data: dict) -> TrainerConfig:
-    """Build and check the method's Config from a raw mapping (its ``method`` key picks the class)."""
-    method = data.get("method")
-    if method is None:
-        raise DiffalignError(f"config has no 'method' key; valid choices: {', '.join(sorted(TRAINERS))}")
-    config = build(get_trainer(method).config_class, data)
-    config.validate()
-    return config
+def get_trainer(method: str):
+    """The Trainer class of a method name (imports torch)."""
+    from ..errors import choice_error
+
+    if method not in _TRAINERS:
+        raise choice_error("trainer method", method, list(_TRAINERS))
+    module, name = _TRAINERS[method]
+    return getattr(importlib.import_module(module, __name__), name)
 
 
-def load_config(path, overrides: list[str] = ()) -> TrainerConfig:
-    """Read a YAML preset, apply ``key.path=value`` overrides, and check every key, type and value."""
-    return config_from_dict(apply_overrides(read_yaml(path), list(overrides)))
+def __getattr__(name: str):
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module, __name__), attr)
+    raise AttributeError(f"module 'diffalign.trainers' has no attribute {name!r}")
 
 
-__all__ = [
-    "FlowDPOConfig", "FlowDPOTrainer", "GRPOConfig", "GRPOTrainer", "RWRConfig", "RWRTrainer", "TRAINERS",
-    "Trainer", "TrainerConfig", "config_from_dict", "get_trainer", "load_config", "load_lora_into",
-]
+__all__ = ["METHODS", "TrainerConfig", "config_from_dict", "get_trainer", "load_config", *sorted(_LAZY)]

@@ -80,10 +80,9 @@ def run_train(args) -> None:
     from .config import describe, to_dict
 
     if args.show_config:
-        from . import get_trainer
+        from .config import config_class
 
-        cls = get_trainer(args.config).config_class
-        print("\n".join(describe(cls)))
+        print("\n".join(describe(config_class(args.config))))
         return
     config = resolve_config(args)  # every config error surfaces here, before heavy imports
     directory = Path(args.output_dir)

@@ -70,7 +70,7 @@ class TrainerConfig:
 
     method: str = option("", "trainer name: flow_dpo, rwr or grpo")
     seed: int = option(0, "seed of every random choice (data, noise, timesteps)")
-    model: ModelConfig = option(None, "the network and its adapters", init=True)
+    model: ModelConfig = option(None, "the network and its adapters")
     reward: RewardConfig = option(None, "the reward")
     train: TrainingConfig = option(None, "optimisation and bookkeeping")
 
@@ -211,12 +211,42 @@ def describe(cls: type, prefix: str = "") -> list[str]:
     lines = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        hint = hints[f.name]
-        if dataclasses.is_dataclass(hint) or (typing.get_origin(hint) is None and f.default is None and f.name in ("model", "reward", "train")):
-            sub = hint if dataclasses.is_dataclass(hint) else None
-            if sub is not None:
-                lines.extend(describe(sub, prefix + f.name + "."))
-                continue
-        default = f.default if f.default is not dataclasses.MISSING else (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        lines.append(f"{prefix + f.name:<36} {default!r:<24} {f.metadata.get('help', '')}")
+        if dataclasses.is_dataclass(hints[f.name]):
+            lines.extend(describe(hints[f.name], prefix + f.name + "."))
+            continue
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        lines.append(f"{prefix + f.name:<34} {default!r:<28} {f.metadata.get('help', '')}")
     return lines
+
+
+# -- methods -------------------------------------------------------------------------------------
+METHODS = ("flow_dpo", "grpo", "rwr")
+
+
+def config_class(method) -> type:
+    """The Config dataclass of a method name (torch-free modules)."""
+    from ..errors import choice_error
+
+    if method == "flow_dpo":
+        from .flow_dpo_config import FlowDPOConfig as cls
+    elif method == "rwr":
+        from .rwr_config import RWRConfig as cls
+    elif method == "grpo":
+        from .grpo_config import GRPOConfig as cls
+    else:
+        raise choice_error("trainer method", method, list(METHODS))
+    return cls
+
+
+def config_from_dict(data: dict) -> TrainerConfig:
+    """Build and check the method's Config from a raw mapping (its ``method`` key picks the class)."""
+    if data.get("method") is None:
+        raise DiffalignError(f"config has no 'method' key; valid choices: {', '.join(METHODS)}")
+    config = build(config_class(data["method"]), data)
+    config.validate()
+    return config
+
+
+def load_config(path, overrides: list[str] = ()) -> TrainerConfig:
+    """Read a YAML preset, apply ``key.path=value`` overrides, and check every key, type and value."""
+    return config_from_dict(apply_overrides(read_yaml(path), list(overrides)))

@@ -108,3 +108,13 @@ def test_sample_with_a_trained_lora(tmp_path, capsys):
     assert main(["sample", "--model", "digits-flow", "--lora", str(tmp_path / "run" / "final"), "--num-samples", "2",
                  "--steps", "3", "--out", str(out)]) == 0
     assert out.is_file()
+
+
+@pytest.mark.parametrize("override,message", [("train.lerning_rate=1", "unknown config key 'train.lerning_rate'"),
+                                               ("method=ppo", "valid choices: flow_dpo, grpo, rwr")])
+def test_config_errors_are_refused_before_torch_is_imported(tmp_path, override, message):
+    from tests.test_cli_fast import run_fresh
+
+    code, _, err, heavy = run_fresh("train", _write(tmp_path, tiny_raw("grpo")), "--output-dir", str(tmp_path / "r"), override)
+    assert code == 2 and message in err and len(err.splitlines()) == 1, err
+    assert heavy == "", f"config validation imported {heavy}"
