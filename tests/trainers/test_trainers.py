@@ -110,3 +110,28 @@ def test_ema_weights_go_to_the_final_adapter(tiny_config, tmp_path):
         trainer.ema.copy_to(trainer.params)
         torch.testing.assert_close(ema_out, trainer.model(x, t))
     assert not torch.allclose(ema_out, live_out)
+
+
+def test_bf16_autocast_keeps_the_on_policy_ratio_at_one(tiny_config, tmp_path):
+    trainer = get_trainer("grpo")(tiny_config("grpo", train={"mixed_precision": "bf16"}), tmp_path)
+    metrics = trainer.train_step()
+    assert metrics["ratio_error"] < 1e-6
+    assert torch.isfinite(torch.tensor(metrics["loss"]))
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_config, tmp_path):
+    grads = []
+    for checkpointing in (False, True):
+        trainer = get_trainer("rwr")(tiny_config("rwr", model={"gradient_checkpointing": checkpointing}), tmp_path / str(checkpointing))
+        assert trainer.network.is_gradient_checkpointing == checkpointing
+        batch = trainer.make_micro_batch(0, 0, torch.Generator().manual_seed(0))
+        loss, _ = trainer.compute_loss(batch, 0)
+        loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in trainer.params]))
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_tensorboard_logging_writes_events(tiny_config, tmp_path):
+    trainer = get_trainer("rwr")(tiny_config("rwr", train={"report_to": "tensorboard", "max_steps": 1}), tmp_path)
+    trainer.train()
+    assert list((tmp_path / "logs").rglob("events.out.tfevents.*"))
