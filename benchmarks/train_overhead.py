@@ -52,14 +52,16 @@ def write_pairs(path: Path, n: int = 256) -> str:
     return str(path)
 
 
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+def compare(step, bare, repeats: int) -> tuple[float, float]:
+    """Median times of two functions, measured alternately so that machine noise hits both alike."""
+    step(), bare()  # warm-up
+    step_times, bare_times = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]  # median
+        for fn, times in ((step, step_times), (bare, bare_times)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return sorted(step_times)[repeats // 2], sorted(bare_times)[repeats // 2]
 
 
 def bare_dpo(trainer, n: int):
@@ -135,7 +137,7 @@ def main() -> None:
     if args.memory_probe:
         print(json.dumps(memory_probe(args.memory_probe == "full")))
         return
-    repeats = 3 if args.quick else 10
+    repeats = 3 if args.quick else 21
     rows, results = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         pairs_file = write_pairs(Path(tmp) / "pairs.safetensors")
@@ -146,8 +148,7 @@ def main() -> None:
              lambda tr: bare_grpo(tr, 64, 10)),
         ):
             trainer = make_trainer()
-            step_time = timed(trainer.train_step, repeats)
-            bare_time = timed(bare(trainer), repeats)
+            step_time, bare_time = compare(trainer.train_step, bare(trainer), repeats)
             ratio = step_time / bare_time
             rows.append([label, f"{step_time * 1000:.0f}", f"{bare_time * 1000:.0f}", f"{ratio:.3f}"])
             results[f"{key}_overhead"] = f"{ratio:.3f}"
@@ -168,7 +169,7 @@ def main() -> None:
         results[f"{mode}_weight_copies"] = f"{m['weights'] / network_bytes:.2f}"
     path = common.write_markdown(
         "train_overhead", "Trainer step overhead and memory", rows, ["measure", "step ms", "bare passes ms", "ratio / value"],
-        f"`python benchmarks/train_overhead.py{' --quick' if args.quick else ''}`: median of {repeats} steps after a warm-up, "
+        f"`python benchmarks/train_overhead.py{' --quick' if args.quick else ''}`: median of {repeats} steps after a warm-up, trainer and bare steps alternating, "
         "digits-flow, LoRA rank 8. 'Bare passes' are the same network calls (same shapes, same LoRA'd network) and "
         "an AdamW step, written by hand; the ratio is what the trainer adds (kernels, log-probs, rewards, data, "
         "bookkeeping). 'copies' counts distinct weight bytes (base + LoRA + any reference copy) in units of the LoRA "

@@ -68,7 +68,11 @@ class FlowDPOTrainer(Trainer):
         total = self.pairs["winners"].shape[0]
         start = (step * self.micro_batches_per_step + index) * c.pairs_per_micro_batch
         positions = torch.arange(start, start + c.pairs_per_micro_batch)
-        rows = torch.stack([self._epoch_order(int(p) // total)[int(p) % total] for p in positions])
+        epochs = positions // total
+        rows = torch.empty_like(positions)
+        for epoch in epochs.unique().tolist():  # one epoch, or two at an epoch boundary
+            here = epochs == epoch
+            rows[here] = self._epoch_order(epoch)[positions[here] % total]
         device = self.accelerator.device
         labels = self.pairs["cond"][rows] if "cond" in self.pairs else None
         return self.pairs["winners"][rows].to(device), self.pairs["losers"][rows].to(device), labels, {}
