@@ -4,7 +4,7 @@
 
 Task: make *unconditional* samples of the embedded models a "3" with reward ``digit`` (target 3),
 LoRA rank 8, from the presets in ``configs/``. Each method trains in this process for its preset's
-``max_steps`` (``--quick``: a tenth) or until a wall-clock budget runs out (GRPO on digits-flow: 15
+``max_steps`` (``--quick``: a twentieth) or until a wall-clock budget runs out (GRPO on digits-flow: 15
 minutes, the issue's target; the others: ``--minutes``), and is evaluated at evenly spaced steps
 (evaluation time excluded from the clock):
 
@@ -62,7 +62,7 @@ def train_for(key: str, minutes: float, eval_points: int, n_eval: int, steps: in
     label, preset, overrides, _ = RUNS[key]
     config = load_config(CONFIGS / preset, overrides + ["train.report_to=none", "train.checkpoint_every=0"])
     trainer = get_trainer(config.method)(config, workdir / key)
-    max_steps = config.train.max_steps // (10 if quick else 1)
+    max_steps = config.train.max_steps // (20 if quick else 1)
     budget = minutes * 60.0
     marks = [max_steps * (i + 1) // eval_points for i in range(eval_points)]
     rate, reward, _ = evaluate(trainer.model, n_eval, steps)
@@ -95,7 +95,7 @@ def main() -> None:
     unknown = [k for k in keys if k not in RUNS]
     if unknown:
         p.error(f"unknown run {unknown[0]!r}; valid choices: {', '.join(RUNS)}")
-    n_eval, n_fid, eval_points = (64, 128, 3) if args.quick else (256, 512, 10)
+    n_eval, n_fid, eval_points = (32, 64, 2) if args.quick else (256, 512, 10)
 
     train, test = load_digits_split("train"), load_digits_split("test")
     real_test = test.images[test.labels == TARGET]
