@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .cli_validation import (
+    DEFAULT_RLG_WEIGHT,
     KERNELS,
     MODELS,
     REWARD_OPTIONS,
@@ -93,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", default="samples.png", help="PNG grid to write")
 
     sample.add_argument("--lora", default=None, help="a trained LoRA directory (diffusers format), e.g. runs/grpo/final")
+    sample.add_argument("--rlg-lora", default=None, metavar="DIR",
+                        help="RLG: mix the model with itself plus this LoRA (diffusers format, e.g. runs/grpo/final); "
+                             "--cfg applies to each")
+    sample.add_argument("--rlg-weight", type=float, default=None,
+                        help=f"RLG weight w with --rlg-lora: 0 base, 1 tuned, > 1 extrapolates (default {DEFAULT_RLG_WEIGHT:g})")
 
     train = commands.add_parser("train", help="fine-tune with a YAML preset (flow_dpo, rwr, grpo)")
     train.add_argument("config", help="YAML preset, e.g. configs/grpo_digits.yaml (with --show-config: a method name)")
@@ -127,9 +133,13 @@ def run_sample(args) -> None:
     # cheapest first: sampler and reward options fail before the model (diffusers) is loaded
     sampler = da.samplers.get(args.sampler, **sampler_options)
     reward = da.rewards.get(args.reward, **reward_options) if args.reward else None
-    model = da.load_model(args.model, lora=args.lora)
-    if args.cfg != 1.0:
-        model = da.CFGDenoiser(model, args.cfg)
+    if args.rlg_lora is not None:
+        tuned = da.load_model(args.model, lora=args.rlg_lora)  # one network: the base pass turns the LoRA off
+        model = da.RLGDenoiser(tuned, tuned, weight=args.rlg_weight, guidance_scale=args.cfg)
+    else:
+        model = da.load_model(args.model, lora=args.lora)
+        if args.cfg != 1.0:
+            model = da.CFGDenoiser(model, args.cfg)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SamplingWarning)
         out = sampler.sample(model, reward, num_samples=args.num_samples, nfe=args.nfe, steps=args.steps,

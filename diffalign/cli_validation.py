@@ -46,6 +46,9 @@ REWARDS_REQUIRED_OPTIONS = {"clip": ("prompt",), "digit": ("target",), "weighted
 
 KERNELS = ("ddim", "ddpm", "euler", "flow-sde")
 
+# RLG's recommended range is w in [1, 3] (arXiv:2508.21016); 1.5 extrapolates past the tuned model a little
+DEFAULT_RLG_WEIGHT = 1.5
+
 
 def parse_count(text: str) -> int:
     """A positive integer written as 20000, 20_000 or 2e4 (an argparse ``type``)."""
@@ -131,7 +134,26 @@ def check_sample_args(args) -> tuple[dict, dict]:
         raise DiffalignError(f"--cfg {args.cfg:g} needs --cond (the class to guide toward); "
                              "without it the samples would be unconditional")
     check_model(args.model)
+    check_rlg_args(args)
     return sampler_options, reward_options
+
+
+def check_rlg_args(args) -> None:
+    """--rlg-lora / --rlg-weight: fills in the default weight; refuses contradictory flags."""
+    rlg_lora, weight = getattr(args, "rlg_lora", None), getattr(args, "rlg_weight", None)
+    if rlg_lora is None:
+        if weight is not None:
+            raise DiffalignError("--rlg-weight needs --rlg-lora DIR (the tuned LoRA to mix with the model)")
+        return
+    if getattr(args, "lora", None) is not None:
+        raise DiffalignError("--lora and --rlg-lora exclude each other: --rlg-lora already loads the LoRA "
+                             "and mixes it with the base model")
+    if not Path(rlg_lora).exists():
+        raise DiffalignError(f"--rlg-lora {rlg_lora} does not exist (expected a directory with pytorch_lora_weights.safetensors)")
+    weight = DEFAULT_RLG_WEIGHT if weight is None else weight
+    if not (weight == weight and abs(weight) != float("inf") and weight >= 0):
+        raise DiffalignError(f"--rlg-weight must be a finite number >= 0 (0 base, 1 tuned, > 1 extrapolates), got {weight:g}")
+    args.rlg_weight = weight
 
 
 def check_writable_file(path: str, suffix: str = ".png") -> Path:
