@@ -78,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--model", default="digits", help=f"embedded model ({', '.join(MODELS)}) or diffusers directory")
     sample.add_argument("--sampler", default="ancestral",
                         help=f"one of {', '.join(SAMPLER_OPTIONS)} ('diffalign list' shows their options)")
-    sample.add_argument("--reward", default=None, help=f"one of {', '.join(REWARD_OPTIONS)}")
+    sample.add_argument("--reward", default=None,
+                        help=f"one of {', '.join(REWARD_OPTIONS)}; or weights of several, e.g. "
+                             "digit=1.0,compressibility=0.1 (a weighted-sum; options go to the rewards that take them)")
     sample.add_argument("--target", type=int, default=None, help="target class for the 'digit' reward")
     sample.add_argument("--reward-option", action="append", default=[], metavar="KEY=VALUE",
                         help="reward option, repeatable")
@@ -132,7 +134,7 @@ def run_sample(args) -> None:
 
     # cheapest first: sampler and reward options fail before the model (diffusers) is loaded
     sampler = da.samplers.get(args.sampler, **sampler_options)
-    reward = da.rewards.get(args.reward, **reward_options) if args.reward else None
+    reward = build_reward(args, reward_options)
     if args.rlg_lora is not None:
         tuned = da.load_model(args.model, lora=args.rlg_lora)  # one network: the base pass turns the LoRA off
         model = da.RLGDenoiser(tuned, tuned, weight=args.rlg_weight, guidance_scale=args.cfg)
@@ -150,6 +152,18 @@ def run_sample(args) -> None:
     distinct = f" ({out.info['distinct']} distinct)" if "distinct" in out.info else ""
     print(f"wrote {out_path}: {args.num_samples} samples{distinct}, {out.nfe} NFE, mean reward {mean}, "
           f"{out.info['seconds']:.1f} s")
+
+
+def build_reward(args, reward_options: dict):
+    """None, one registered reward, or ``weighted-sum`` of ``--reward name=weight,...``."""
+    import diffalign as da
+
+    if args.reward is None:
+        return None
+    if args.reward_terms is None:
+        return da.rewards.get(args.reward, **reward_options)
+    parts = [da.rewards.get(name, **options) for name, _, options in args.reward_terms]
+    return da.rewards.get("weighted-sum", rewards=parts, weights=[weight for _, weight, _ in args.reward_terms])
 
 
 def _report_warnings(caught) -> None:
