@@ -33,7 +33,7 @@ def test_cli_samples_with_a_weighted_reward(tmp_path, capsys):
     assert code == 0 and png.exists()
     printed = float(capsys.readouterr().out.split("mean reward ")[1].split(",")[0])
     # the same samples scored by hand with the same weights
-    out = da.sample(da.load_model("digits"), None, sampler="best-of-n", num_samples=2, nfe=24, steps=4, seed=0,
+    out = da.sample(da.load_model("digits"), sampler="best-of-n", num_samples=2, nfe=24, steps=4, seed=0,
                     reward=da.rewards.get("weighted-sum", rewards=[da.rewards.get("digit", target=3),
                                                                    da.rewards.get("compressibility")],
                                           weights=[1.0, 0.1]))
