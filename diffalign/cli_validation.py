@@ -40,9 +40,10 @@ REWARD_OPTIONS = {
     "compressibility": ("quality",),
     "digit": ("target", "classifier_dir"),
     "incompressibility": ("quality",),
+    "noisy-reward": ("path",),
     "weighted-sum": ("rewards", "weights"),
 }
-REWARDS_REQUIRED_OPTIONS = {"clip": ("prompt",), "digit": ("target",), "weighted-sum": ("rewards",)}
+REWARDS_REQUIRED_OPTIONS = {"clip": ("prompt",), "digit": ("target",), "noisy-reward": ("path",), "weighted-sum": ("rewards",)}
 
 KERNELS = ("ddim", "ddpm", "euler", "flow-sde")
 
