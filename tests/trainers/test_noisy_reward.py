@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +15,8 @@ from diffalign.trainers.losses import preference_loss
 from diffalign.trainers.noisy_reward import noisy_scores
 
 from .conftest import tiny_raw
+
+PRESET = Path(__file__).resolve().parents[2] / "configs" / "noisy_reward_digits.yaml"
 
 
 def _softplus(z):
@@ -124,9 +127,9 @@ def test_pairs_file_with_ties(tmp_path, tiny_config):
 
 
 def test_cli_trains_the_preset(tmp_path, capsys):
-    preset = yaml.safe_load(open("configs/noisy_reward_digits.yaml"))
+    preset = yaml.safe_load(PRESET.read_text())
     assert preset["method"] == "noisy_reward"
-    code = main(["train", "configs/noisy_reward_digits.yaml", "--output-dir", str(tmp_path / "run"), "--max-steps", "2",
+    code = main(["train", str(PRESET), "--output-dir", str(tmp_path / "run"), "--max-steps", "2",
                  "pool_size=32", "holdout_pairs=16", "sample_steps=2", "pairs_per_micro_batch=8"])
     assert code == 0, capsys.readouterr().err
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
