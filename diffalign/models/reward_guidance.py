@@ -168,10 +168,10 @@ def is_noisy_reward(obj: Any) -> bool:
 def split_objective(reward: Any) -> tuple[Optional[Any], list[tuple[float, Any]]]:
     """(one clean reward for the x0-hat gradient or None, [(weight, noisy reward model)]).
 
-    A dict ``{reward: weight}`` becomes a ``weighted-sum`` of its clean terms (one backward pass serves
+    A dict ``{reward: weight}`` becomes a weighted sum of its clean terms (one backward pass serves
     them all) plus its weighted noisy terms.
     """
-    from ..rewards import WeightedSum, as_reward
+    from ..rewards import as_reward
 
     terms = reward.items() if isinstance(reward, dict) else [(reward, 1.0)]
     if isinstance(reward, dict) and not reward:
@@ -190,8 +190,22 @@ def split_objective(reward: Any) -> tuple[Optional[Any], list[tuple[float, Any]]
         return None, noisy
     if len(clean) == 1 and clean_weights[0] == 1.0:
         return clean[0], noisy
-    objective = WeightedSum(rewards=clean, weights=clean_weights)
-    return objective, noisy
+    return WeightedObjective(clean, clean_weights), noisy
+
+
+class WeightedObjective(torch.nn.Module):
+    """``sum_k w_k r_k(x)`` for guidance: like the ``weighted-sum`` reward, but for any batched input
+    (2-D oracle points as well as images) and in the input's own precision."""
+
+    name = "weighted objective"
+
+    def __init__(self, rewards: list, weights: list[float]):
+        super().__init__()
+        self.terms = torch.nn.ModuleList(rewards)
+        self.weights = list(weights)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return sum(weight * term(x) for weight, term in zip(self.weights, self.terms))
 
 
 def _refuse_non_differentiable(reward: Any) -> None:
