@@ -16,7 +16,7 @@ Pairs come from
 Only the reward network trains; the diffusion model is frozen and used to draw the base samples. The
 final directory holds ``config.json`` + ``model.safetensors`` (load with
 ``da.rewards.get("noisy-reward", path=DIR)``) and ``eval.json``: held-out pairwise accuracy at each of
-``eval_times``.
+``eval_times``, with shared noise (the training protocol) and with independent noise.
 """
 
 from __future__ import annotations
@@ -142,9 +142,11 @@ class NoisyRewardTrainer(Trainer):
     def write_final(self, directory: Path) -> None:
         self.reward_net.save(directory)
         held = self.heldout
-        accuracy = pairwise_accuracy(self.reward_net, self.model.schedule, held.a, held.b, held.tie, self.config.eval_times,
-                                     seeded_generator(self.config.seed, EVAL_KEY))
-        self.evaluation = {"pairwise_accuracy": accuracy, "heldout_pairs": int((~held.tie).sum())}
+        evaluate = lambda shared: pairwise_accuracy(  # noqa: E731
+            self.reward_net, self.model.schedule, held.a, held.b, held.tie, self.config.eval_times,
+            seeded_generator(self.config.seed, EVAL_KEY), shared_noise=shared)
+        self.evaluation = {"pairwise_accuracy": evaluate(True), "pairwise_accuracy_independent_noise": evaluate(False),
+                           "heldout_pairs": int((~held.tie).sum())}
         (Path(directory) / EVAL_FILE).write_text(json.dumps(self.evaluation, indent=2))
 
 
@@ -157,18 +159,27 @@ def noisy_scores(net, schedule, a, b, noise, t):
 
 
 @torch.no_grad()
-def pairwise_accuracy(net, schedule, a, b, tie, times, generator, batch_size: int = 1024) -> dict[str, float]:
+def pairwise_accuracy(net, schedule, a, b, tie, times, generator, batch_size: int = 1024,
+                      shared_noise: bool = True) -> dict[str, float]:
     """Held-out accuracy at each time: P(r_phi(a_t) > r_phi(b_t)) over decisive pairs (ties of the
-    scores count one half), with one shared noise per pair. 0.5 is chance."""
+    scores count one half). 0.5 is chance.
+
+    ``shared_noise=True`` noises both members alike, as in training (the noise then cancels in a
+    comparison, so this is the model's ranking of the clean pair seen through noise); ``False`` noises
+    them independently, which is what a value estimate at x_t faces during guidance.
+    """
     device = next(net.parameters()).device
     a, b = a[~tie], b[~tie]
     results = {}
     for time in times:
         noise = torch.randn(a.shape, generator=generator)
+        noise_b = noise if shared_noise else torch.randn(a.shape, generator=generator)
         hits = 0.0
         for rows in torch.arange(len(a)).split(batch_size):
             t = torch.full((len(rows),), float(time), dtype=torch.float64, device=device)
-            sa, sb = noisy_scores(net, schedule, a[rows].to(device), b[rows].to(device), noise[rows].to(device), t)
+            x_a = schedule.add_noise(a[rows].to(device), noise[rows].to(device), t)
+            x_b = schedule.add_noise(b[rows].to(device), noise_b[rows].to(device), t)
+            sa, sb = net(x_a, t), net(x_b, t)
             hits += ((sa > sb).float() + 0.5 * (sa == sb).float()).sum().item()
         results[f"{float(time):g}"] = hits / max(1, len(a))
     return results

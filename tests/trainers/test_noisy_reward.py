@@ -64,6 +64,8 @@ def test_training_beats_chance_on_held_out_pairs(trained):
     accuracy = evaluation["pairwise_accuracy"]
     assert set(accuracy) == {"0", "0.25", "0.5", "0.75", "0.9"}
     assert accuracy["0"] > 0.65 and accuracy["0.5"] > 0.55, accuracy
+    independent = evaluation["pairwise_accuracy_independent_noise"]
+    assert independent["0"] == accuracy["0"] and independent["0.5"] > 0.55, independent
     assert evaluation["heldout_pairs"] > 300
 
 
