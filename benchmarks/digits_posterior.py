@@ -35,6 +35,7 @@ SAMPLERS = {"sir": {}, "smc": {}, "dts": {}}
 # Table 1 baseline. Its cost is fixed: NUM_OUT rollouts x STEPS x (forward + backward).
 DPS = "dps"
 DPS_NFE = NUM_OUT * STEPS * 2
+DPS_CLIP = 1.0
 
 
 def diversity(images: torch.Tensor) -> float:
@@ -72,7 +73,10 @@ def main() -> None:
                 print(f"class {c} {name:4s} nfe={nfe:>7,d}: FID {row[0]:7.2f}  log p(c|x) {row[1]:7.3f}  "
                       f"diversity {row[2]:.3f}  ({row[3]:.0f}s)")
         start = time.perf_counter()
-        guided = da.RewardGuidance(model, reward, scale=1.0)  # lambda = 1: the same target p(x) p(c | x)
+        # lambda = 1: the same target p(x) p(c | x). Unclipped, x0-hat gradients through this eps-model blow
+        # up near t = 1 (x0_hat = (x - sigma eps) / alpha with alpha ~ 0.006; benchmarks/guidance.py), so the
+        # per-sample gradient norm is clipped to 1, as DPS normalises its step
+        guided = da.RewardGuidance(model, reward, scale=1.0, max_grad_norm=DPS_CLIP)
         out = da.sample(guided, reward, sampler="ancestral", num_samples=NUM_OUT, steps=STEPS, seed=args.seed)
         images = model.decode(out.samples)
         table[(c, DPS, out.nfe)] = (fid(images, reference), out.rewards.float().mean().item(), diversity(images),
@@ -91,7 +95,7 @@ def main() -> None:
              f"lambda = 1, {NUM_OUT} output samples, seed {args.seed}; means over classes (per-class rows below). "
              "Samplers at their defaults (DTS: c_pw=4, alpha=0.9, branch every 10 steps, 16 leaves per iteration; "
              "SMC: diff potential, resampling every 10 steps when ESS < K/2). "
-             f"DPS: `RewardGuidance(model, reward, scale=1)` on the ancestral sampler, {DPS_NFE:,} NFE "
+             f"DPS: `RewardGuidance(model, reward, scale=1, max_grad_norm={DPS_CLIP:g})` on the ancestral sampler, {DPS_NFE:,} NFE "
              "(forward + backward = 2 per sample and step; its cost is fixed by samples x steps).")
     path = common.write_markdown("digits_posterior", "Digits class posterior p(x | c) from the unconditional model", rows,
                                  ["sampler", "NFE", "FID (mean over classes)", "log p(c \\| x)", "diversity", "s / class"],
