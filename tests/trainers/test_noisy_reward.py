@@ -141,3 +141,18 @@ def test_cli_trains_the_preset(tmp_path, capsys):
 def test_missing_model_is_one_clear_error(tmp_path):
     with pytest.raises(da.DiffalignError, match="no noisy reward model at"):
         da.rewards.get("noisy-reward", path=str(tmp_path))
+
+
+def test_clean_and_noisy_terms_add_up_in_one_objective(trained):
+    _, directory = trained
+    model = da.load_model("digits-flow")
+    noisy = da.rewards.get("noisy-reward", path=str(directory))
+    clean = da.rewards.get("digit", target=3)
+    x, t = torch.randn(4, 1, 8, 8), torch.full((4,), 0.4)
+    with torch.no_grad():
+        base = model.predict(x, t).flow
+        both = da.RewardGuidance(model, {clean: 1.0, noisy: 0.5}, scale=2.0).predict(x, t).flow - base
+        only_clean = da.RewardGuidance(model, clean, scale=2.0).predict(x, t).flow - base
+        only_noisy = da.RewardGuidance(model, noisy, scale=1.0).predict(x, t).flow - base
+    torch.testing.assert_close(both, only_clean + only_noisy, rtol=1e-4, atol=1e-5)
+    assert only_noisy.abs().max() > 1e-4 and only_clean.abs().max() > 1e-4
