@@ -31,6 +31,11 @@ from diffalign.evaluation import fid  # noqa: E402
 STEPS = 50
 NUM_OUT = 200
 SAMPLERS = {"sir": {}, "smc": {}, "dts": {}}
+# DPS (Chung et al. 2023): x0-hat reward-gradient guidance on the ancestral sampler, the DTS paper's
+# Table 1 baseline. Its cost is fixed: NUM_OUT rollouts x STEPS x (forward + backward).
+DPS = "dps"
+DPS_NFE = NUM_OUT * STEPS * 2
+DPS_CLIP = 1.0
 
 
 def diversity(images: torch.Tensor) -> float:
@@ -67,10 +72,20 @@ def main() -> None:
                 table[(c, name, nfe)] = row
                 print(f"class {c} {name:4s} nfe={nfe:>7,d}: FID {row[0]:7.2f}  log p(c|x) {row[1]:7.3f}  "
                       f"diversity {row[2]:.3f}  ({row[3]:.0f}s)")
+        start = time.perf_counter()
+        # lambda = 1: the same target p(x) p(c | x). Unclipped, x0-hat gradients through this eps-model blow
+        # up near t = 1 (x0_hat = (x - sigma eps) / alpha with alpha ~ 0.006; benchmarks/guidance.py), so the
+        # per-sample gradient norm is clipped to 1, as DPS normalises its step
+        guided = da.RewardGuidance(model, reward, scale=1.0, max_grad_norm=DPS_CLIP)
+        out = da.sample(guided, reward, sampler="ancestral", num_samples=NUM_OUT, steps=STEPS, seed=args.seed)
+        images = model.decode(out.samples)
+        table[(c, DPS, out.nfe)] = (fid(images, reference), out.rewards.float().mean().item(), diversity(images),
+                                    time.perf_counter() - start)
+        print(f"class {c} dps  nfe={out.nfe:>7,d}: FID {table[(c, DPS, out.nfe)][0]:7.2f}")
 
     rows, means = [], {}
-    for name in SAMPLERS:
-        for nfe in budgets:
+    for name in [*SAMPLERS, DPS]:
+        for nfe in (budgets if name != DPS else [DPS_NFE]):
             cells = [table[(c, name, nfe)] for c in classes]
             mean = [sum(x[i] for x in cells) / len(cells) for i in range(4)]
             means[(name, nfe)] = mean
@@ -79,7 +94,9 @@ def main() -> None:
     notes = (f"`python benchmarks/digits_posterior.py{' --quick' if args.quick else ''}`: classes {classes}, {STEPS} steps, "
              f"lambda = 1, {NUM_OUT} output samples, seed {args.seed}; means over classes (per-class rows below). "
              "Samplers at their defaults (DTS: c_pw=4, alpha=0.9, branch every 10 steps, 16 leaves per iteration; "
-             "SMC: diff potential, resampling every 10 steps when ESS < K/2).")
+             "SMC: diff potential, resampling every 10 steps when ESS < K/2). "
+             f"DPS: `RewardGuidance(model, reward, scale=1, max_grad_norm={DPS_CLIP:g})` on the ancestral sampler, {DPS_NFE:,} NFE "
+             "(forward + backward = 2 per sample and step; its cost is fixed by samples x steps).")
     path = common.write_markdown("digits_posterior", "Digits class posterior p(x | c) from the unconditional model", rows,
                                  ["sampler", "NFE", "FID (mean over classes)", "log p(c \\| x)", "diversity", "s / class"],
                                  notes, args.quick)
@@ -87,7 +104,8 @@ def main() -> None:
         f.write("\n## Per class\n\n| class | sampler | NFE | FID | log p(c \\| x) | diversity |\n|---|---|---|---|---|---|\n")
         f.writelines("| " + " | ".join(str(x) for x in r) + " |\n" for r in per_class)
     print(f"wrote {path}")
-    common.result_line("digits_posterior", **{f"{n}_fid_{b}": f"{means[(n, b)][0]:.2f}" for n in SAMPLERS for b in budgets})
+    common.result_line("digits_posterior", **{f"{n}_fid_{b}": f"{means[(n, b)][0]:.2f}" for n in SAMPLERS for b in budgets},
+                       **{f"dps_fid_{DPS_NFE}": f"{means[(DPS, DPS_NFE)][0]:.2f}"})
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ _EXPORTS = {
     "FunctionDenoiser": ".models",
     "NFECounter": ".models",
     "Prediction": ".models",
+    "RLGDenoiser": ".models",
+    "RewardGuidance": ".models",
     "load_model": ".models",
     "SampleOutput": ".samplers",
     "Sampler": ".samplers",

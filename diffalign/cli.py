@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .cli_validation import (
+    DEFAULT_RLG_WEIGHT,
     KERNELS,
     MODELS,
     REWARD_OPTIONS,
@@ -77,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--model", default="digits", help=f"embedded model ({', '.join(MODELS)}) or diffusers directory")
     sample.add_argument("--sampler", default="ancestral",
                         help=f"one of {', '.join(SAMPLER_OPTIONS)} ('diffalign list' shows their options)")
-    sample.add_argument("--reward", default=None, help=f"one of {', '.join(REWARD_OPTIONS)}")
+    sample.add_argument("--reward", default=None,
+                        help=f"one of {', '.join(REWARD_OPTIONS)}; or weights of several, e.g. "
+                             "digit=1.0,compressibility=0.1 (a weighted-sum; options go to the rewards that take them)")
     sample.add_argument("--target", type=int, default=None, help="target class for the 'digit' reward")
     sample.add_argument("--reward-option", action="append", default=[], metavar="KEY=VALUE",
                         help="reward option, repeatable")
@@ -93,8 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", default="samples.png", help="PNG grid to write")
 
     sample.add_argument("--lora", default=None, help="a trained LoRA directory (diffusers format), e.g. runs/grpo/final")
+    sample.add_argument("--rlg-lora", default=None, metavar="DIR",
+                        help="RLG: mix the model with itself plus this LoRA (diffusers format, e.g. runs/grpo/final); "
+                             "--cfg applies to each")
+    sample.add_argument("--rlg-weight", type=float, default=None,
+                        help=f"RLG weight w with --rlg-lora: 0 base, 1 tuned, > 1 extrapolates (default {DEFAULT_RLG_WEIGHT:g})")
 
-    train = commands.add_parser("train", help="fine-tune with a YAML preset (flow_dpo, rwr, grpo)")
+    train = commands.add_parser("train", help="fine-tune (flow_dpo, rwr, grpo) or fit a noisy reward model (noisy_reward) from a YAML preset")
     train.add_argument("config", help="YAML preset, e.g. configs/grpo_digits.yaml (with --show-config: a method name)")
     train.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides")
     train.add_argument("--output-dir", help="run directory: checkpoints, logs, final/ (rerun to resume)")
@@ -126,10 +134,14 @@ def run_sample(args) -> None:
 
     # cheapest first: sampler and reward options fail before the model (diffusers) is loaded
     sampler = da.samplers.get(args.sampler, **sampler_options)
-    reward = da.rewards.get(args.reward, **reward_options) if args.reward else None
-    model = da.load_model(args.model, lora=args.lora)
-    if args.cfg != 1.0:
-        model = da.CFGDenoiser(model, args.cfg)
+    reward = build_reward(args, reward_options)
+    if args.rlg_lora is not None:
+        tuned = da.load_model(args.model, lora=args.rlg_lora)  # one network: the base pass turns the LoRA off
+        model = da.RLGDenoiser(tuned, tuned, weight=args.rlg_weight, guidance_scale=args.cfg)
+    else:
+        model = da.load_model(args.model, lora=args.lora)
+        if args.cfg != 1.0:
+            model = da.CFGDenoiser(model, args.cfg)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SamplingWarning)
         out = sampler.sample(model, reward, num_samples=args.num_samples, nfe=args.nfe, steps=args.steps,
@@ -140,6 +152,18 @@ def run_sample(args) -> None:
     distinct = f" ({out.info['distinct']} distinct)" if "distinct" in out.info else ""
     print(f"wrote {out_path}: {args.num_samples} samples{distinct}, {out.nfe} NFE, mean reward {mean}, "
           f"{out.info['seconds']:.1f} s")
+
+
+def build_reward(args, reward_options: dict):
+    """None, one registered reward, or ``weighted-sum`` of ``--reward name=weight,...``."""
+    import diffalign as da
+
+    if args.reward is None:
+        return None
+    if args.reward_terms is None:
+        return da.rewards.get(args.reward, **reward_options)
+    parts = [da.rewards.get(name, **options) for name, _, options in args.reward_terms]
+    return da.rewards.get("weighted-sum", rewards=parts, weights=[weight for _, weight, _ in args.reward_terms])
 
 
 def _report_warnings(caught) -> None:

@@ -40,11 +40,15 @@ REWARD_OPTIONS = {
     "compressibility": ("quality",),
     "digit": ("target", "classifier_dir"),
     "incompressibility": ("quality",),
+    "noisy-reward": ("path",),
     "weighted-sum": ("rewards", "weights"),
 }
-REWARDS_REQUIRED_OPTIONS = {"clip": ("prompt",), "digit": ("target",), "weighted-sum": ("rewards",)}
+REWARDS_REQUIRED_OPTIONS = {"clip": ("prompt",), "digit": ("target",), "noisy-reward": ("path",), "weighted-sum": ("rewards",)}
 
 KERNELS = ("ddim", "ddpm", "euler", "flow-sde")
+
+# RLG's recommended range is w in [1, 3] (arXiv:2508.21016); 1.5 extrapolates past the tuned model a little
+DEFAULT_RLG_WEIGHT = 1.5
 
 
 def parse_count(text: str) -> int:
@@ -117,7 +121,10 @@ def check_sample_args(args) -> tuple[dict, dict]:
     reward_options = parse_options(args.reward_option)
     if args.target is not None:
         reward_options["target"] = args.target
-    if args.reward is not None:
+    args.reward_terms = None
+    if args.reward is not None and is_weighted_reward(args.reward):
+        args.reward_terms = weighted_reward_terms(args.reward, reward_options)
+    elif args.reward is not None:
         if args.reward not in REWARD_OPTIONS:
             raise choice_error("reward", args.reward, list(REWARD_OPTIONS))
         check_options("reward", args.reward, reward_options, REWARD_OPTIONS[args.reward],
@@ -131,7 +138,68 @@ def check_sample_args(args) -> tuple[dict, dict]:
         raise DiffalignError(f"--cfg {args.cfg:g} needs --cond (the class to guide toward); "
                              "without it the samples would be unconditional")
     check_model(args.model)
+    check_rlg_args(args)
     return sampler_options, reward_options
+
+
+def check_rlg_args(args) -> None:
+    """--rlg-lora / --rlg-weight: fills in the default weight; refuses contradictory flags."""
+    rlg_lora, weight = getattr(args, "rlg_lora", None), getattr(args, "rlg_weight", None)
+    if rlg_lora is None:
+        if weight is not None:
+            raise DiffalignError("--rlg-weight needs --rlg-lora DIR (the tuned LoRA to mix with the model)")
+        return
+    if getattr(args, "lora", None) is not None:
+        raise DiffalignError("--lora and --rlg-lora exclude each other: --rlg-lora already loads the LoRA "
+                             "and mixes it with the base model")
+    if not Path(rlg_lora).exists():
+        raise DiffalignError(f"--rlg-lora {rlg_lora} does not exist (expected a directory with pytorch_lora_weights.safetensors)")
+    weight = DEFAULT_RLG_WEIGHT if weight is None else weight
+    if not (weight == weight and abs(weight) != float("inf") and weight >= 0):
+        raise DiffalignError(f"--rlg-weight must be a finite number >= 0 (0 base, 1 tuned, > 1 extrapolates), got {weight:g}")
+    args.rlg_weight = weight
+
+
+def is_weighted_reward(text: str) -> bool:
+    """``--reward digit=1.0,compressibility=0.1`` (weights) rather than one reward name."""
+    return "=" in text or "," in text
+
+
+def weighted_reward_terms(text: str, options: dict) -> list[tuple[str, float, dict]]:
+    """Parse ``name=weight,name=weight`` into (name, weight, that reward's options) for ``weighted-sum``.
+
+    Each reward option goes to every term that takes it (``--target 3`` reaches ``digit`` only); an
+    option no term takes, and a term missing a required option, are errors.
+    """
+    terms = []
+    for part in text.split(","):
+        name, sep, raw = (piece.strip() for piece in part.partition("="))
+        if not name:
+            raise DiffalignError(f"--reward {text!r}: expected name=weight,name=weight (e.g. digit=1.0,compressibility=0.1)")
+        if name not in REWARD_OPTIONS or name == "weighted-sum":
+            raise choice_error("reward", name, [n for n in REWARD_OPTIONS if n != "weighted-sum"])
+        weight = _parse_weight(raw, name, text) if sep else 1.0
+        if any(name == other for other, _, _ in terms):
+            raise DiffalignError(f"--reward {text!r} names {name!r} twice; give each reward once")
+        terms.append((name, weight, {k: v for k, v in options.items() if k in REWARD_OPTIONS[name]}))
+    taken = {key for name, _, _ in terms for key in REWARD_OPTIONS[name]}
+    unknown = sorted(set(options) - taken)
+    if unknown:
+        raise DiffalignError(f"unknown option(s) {', '.join(unknown)} for rewards {', '.join(n for n, _, _ in terms)}; "
+                             f"valid options: {', '.join(sorted(taken)) or '(none)'}")
+    for name, _, own in terms:
+        check_options("reward", name, own, REWARD_OPTIONS[name], REWARDS_REQUIRED_OPTIONS.get(name, ()))
+    return terms
+
+
+def _parse_weight(raw: str, name: str, text: str) -> float:
+    try:
+        weight = float(raw)
+    except ValueError:
+        weight = float("nan")
+    if weight != weight or weight in (float("inf"), float("-inf")):
+        raise DiffalignError(f"--reward {text!r}: the weight of {name!r} must be a finite number, got {raw!r}")
+    return weight
 
 
 def check_writable_file(path: str, suffix: str = ".png") -> Path:

@@ -42,6 +42,12 @@ def run_fresh(*argv):
         (["sample", "--nfe", "1.5"], "nfe must be a positive integer"),
         (["sample", "--nfe", "0"], "nfe must be a positive integer"),
         (["sample", "--out", "x.jpg"], "must end in .png"),
+        (["sample", "--reward", "digit=1.0,nope=2", "--target", "3"], "unknown reward 'nope'"),
+        (["sample", "--reward", "digit=heavy", "--target", "3"], "the weight of 'digit' must be a finite number"),
+        (["sample", "--reward", "digit=1,compressibility=0.1"], "reward 'digit' needs option(s): target"),
+        (["sample", "--reward", "compressibility=1,incompressibility=1", "--target", "3"],
+         "unknown option(s) target for rewards compressibility, incompressibility"),
+        (["sample", "--rlg-weight", "2"], "--rlg-weight needs --rlg-lora"),
     ],
 )
 def test_bad_input_is_refused_without_importing_torch(tmp_path, argv, message):

@@ -4,6 +4,8 @@ from .conditioning import Condition, cat_conditions, index_condition
 from .denoiser import Denoiser, FunctionDenoiser
 from .prediction import PREDICTION_KINDS, Prediction, combine
 from .wrappers import BudgetExceeded, CFGDenoiser, DenoiserWrapper, NFECounter
+from .reward_guidance import RewardGuidance
+from .rlg import RLGDenoiser
 from .zoo import load_model
 
 __all__ = [
@@ -16,6 +18,8 @@ __all__ = [
     "NFECounter",
     "PREDICTION_KINDS",
     "Prediction",
+    "RLGDenoiser",
+    "RewardGuidance",
     "cat_conditions",
     "combine",
     "index_condition",

@@ -7,7 +7,8 @@ x0, eps, v and the flow velocity alike.
 
 Cost accounting: :meth:`Denoiser.evals_for` is how many network passes one call spends per sample for
 the given conditioning (1 for a plain model, 2 for classifier-free guidance with two passes). :class:`NFECounter` multiplies it by the
-batch size, which is the NFE unit of the DTS paper and of design.md §3.
+batch size, which is the NFE unit of the DTS paper and of design.md §3. A backward pass through the
+network counts as one more pass (so x0-gradient reward guidance costs 2 per sample: forward + backward).
 """
 
 from __future__ import annotations
@@ -50,8 +51,13 @@ class Denoiser(nn.Module):
         """The conditioning of the unconditional branch of classifier-free guidance."""
         return None
 
-    def evals_for(self, cond: Condition) -> int:
-        """Network passes per sample that one :meth:`predict` call spends with this conditioning."""
+    def evals_for(self, cond: Condition, t: Optional[torch.Tensor] = None) -> int:
+        """Network passes per sample that one :meth:`predict` call spends with this conditioning.
+
+        ``t`` is the call's time(s) when known; a wrapper whose cost depends on time (reward guidance
+        between its start and stop times) answers exactly then, and with its largest cost when
+        ``t`` is None (what samplers use to plan a budget).
+        """
         return 1
 
     # -- use -----------------------------------------------------------------------------------

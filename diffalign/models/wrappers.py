@@ -1,7 +1,7 @@
 """Denoiser wrappers: guidance is composition (design.md §4).
 
 Every wrapper is itself a :class:`Denoiser`, so any sampler gets classifier-free guidance, NFE
-accounting (and later RLG and reward guidance) without knowing about them.
+accounting, RLG (:mod:`.rlg`) and reward guidance (:mod:`.reward_guidance`) without knowing about them.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ class DenoiserWrapper(Denoiser):
         super().__init__(inner.schedule, inner.prediction, inner.shape)
         self.inner = inner
 
-    def evals_for(self, cond: Condition) -> int:
-        return self.inner.evals_for(cond)
+    def evals_for(self, cond: Condition, t: Optional[torch.Tensor] = None) -> int:
+        return self.inner.evals_for(cond, t)
 
     def forward(self, x, t, cond=None):
         return self.predict(x, t, cond).as_kind(self.prediction)
@@ -55,8 +55,8 @@ class CFGDenoiser(DenoiserWrapper):
             raise DiffalignError(f"guidance scale must be a number, got {scale!r}")
         self.scale = float(scale)
 
-    def evals_for(self, cond: Condition) -> int:
-        return self.inner.evals_for(cond) * (1 if self._single_pass(cond) else 2)
+    def evals_for(self, cond: Condition, t: Optional[torch.Tensor] = None) -> int:
+        return self.inner.evals_for(cond, t) * (1 if self._single_pass(cond) else 2)
 
     def _single_pass(self, cond: Condition) -> bool:
         return self.scale == 1.0 or cond is None
@@ -90,11 +90,11 @@ class NFECounter(DenoiserWrapper):
         self.budget = budget
         self.count = 0
 
-    def cost(self, batch_size: int, cond: Condition = None) -> int:
-        return batch_size * self.inner.evals_for(cond)
+    def cost(self, batch_size: int, cond: Condition = None, t: Optional[torch.Tensor] = None) -> int:
+        return batch_size * self.inner.evals_for(cond, t)
 
     def predict(self, x, t, cond: Condition = None) -> Prediction:
-        cost = self.cost(x.shape[0], cond)
+        cost = self.cost(x.shape[0], cond, t)
         if self.budget is not None and self.count + cost > self.budget:
             raise BudgetExceeded(f"model call of {cost} NFE would exceed the budget ({self.count}/{self.budget} spent)")
         if cond is not None and condition_batch_size(cond) not in (None, x.shape[0]):

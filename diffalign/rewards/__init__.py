@@ -8,6 +8,7 @@
 - ``clip``: CLIP score against a prompt (open_clip).
 - ``aesthetic``: LAION aesthetic predictor on CLIP ViT-L/14 embeddings.
 - ``weighted-sum``: a weighted sum of other rewards.
+- ``noisy-reward``: a trained reward model on noisy samples r_phi(x_t, t) (Flow-NRG guidance).
 
 Importing this package registers all of them but imports no heavy optional dependency:
 open_clip and huggingface_hub are imported only when a CLIP-based reward is built.
@@ -21,6 +22,8 @@ from .clip_backbone import ClipBackbone, load_clip_backbone
 from .clip import ClipScore
 from .aesthetic import AestheticMLP, AestheticScore, load_aesthetic_mlp
 from .weighted import WeightedSum
+from .noisy import NoisyReward
+from .noisy_model import NoisyRewardNet
 
 __all__ = [
     "REWARDS",
@@ -32,6 +35,8 @@ __all__ = [
     "DigitReward",
     "JpegCompressibility",
     "JpegIncompressibility",
+    "NoisyReward",
+    "NoisyRewardNet",
     "Reward",
     "WeightedSum",
     "as_reward",

@@ -1,4 +1,5 @@
-"""Fine-tuning: Flow-DPO / Diffusion-DPO, Flow-RWR and GRPO on accelerate, with LoRA in diffusers format.
+"""Fine-tuning: Flow-DPO / Diffusion-DPO, Flow-RWR and GRPO on accelerate, with LoRA in diffusers format;
+and the noisy reward model of Flow-NRG guidance (``noisy_reward``).
 
     from diffalign.trainers import load_config, get_trainer
     config = load_config("configs/grpo_digits.yaml", ["train.max_steps=50"])
@@ -17,11 +18,13 @@ import importlib
 from .config import METHODS, TrainerConfig, config_from_dict, load_config
 
 # method -> (module, Trainer class name)
-_TRAINERS = {"flow_dpo": (".flow_dpo", "FlowDPOTrainer"), "rwr": (".rwr", "RWRTrainer"), "grpo": (".grpo", "GRPOTrainer")}
+_TRAINERS = {"flow_dpo": (".flow_dpo", "FlowDPOTrainer"), "rwr": (".rwr", "RWRTrainer"), "grpo": (".grpo", "GRPOTrainer"),
+             "noisy_reward": (".noisy_reward", "NoisyRewardTrainer")}
 _LAZY = {cls: (module, cls) for module, cls in _TRAINERS.values()}
 _LAZY.update({"Trainer": (".base", "Trainer"), "load_lora_into": (".base", "load_lora_into"),
               "FlowDPOConfig": (".flow_dpo_config", "FlowDPOConfig"), "RWRConfig": (".rwr_config", "RWRConfig"),
-              "GRPOConfig": (".grpo_config", "GRPOConfig")})
+              "GRPOConfig": (".grpo_config", "GRPOConfig"),
+              "NoisyRewardConfig": (".noisy_reward_config", "NoisyRewardConfig")})
 
 
 def get_trainer(method: str):

@@ -1,6 +1,7 @@
 """The `Trainer` base: one small loop on accelerate that every method (DPO, RWR, GRPO) shares.
 
-A method supplies two things:
+A method supplies two things (and may override :meth:`Trainer._trainable_parameters`,
+:meth:`Trainer.trainable_module` and :meth:`Trainer.write_final` to train a network of its own):
 
 * :meth:`Trainer.make_micro_batch` -- the data of one micro-batch (pairs, weighted samples, rollouts),
   built from a generator seeded by (seed, step, micro-batch index) alone;
@@ -161,8 +162,13 @@ class Trainer:
             with adapters_disabled(self.network):
                 yield self.model
 
+    def trainable_module(self) -> torch.nn.Module:
+        """The module whose trainable parameters checkpoints hold (the denoiser; a method that trains a
+        separate network, such as the noisy reward model, returns that network)."""
+        return self.model
+
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        return {name: p.detach().clone() for name, p in self.model.named_parameters() if p.requires_grad}
+        return {name: p.detach().clone() for name, p in self.trainable_module().named_parameters() if p.requires_grad}
 
     # -- the loop ------------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
@@ -272,7 +278,7 @@ class Trainer:
         if not found:
             return False
         state = ckpt.load_checkpoint(found[-1][1])
-        named = {name: p for name, p in self.model.named_parameters() if p.requires_grad}
+        named = {name: p for name, p in self.trainable_module().named_parameters() if p.requires_grad}
         if set(named) != set(state["trainable"]):
             raise DiffalignError(f"checkpoint {found[-1][1]} does not match this model's trainable parameters")
         with torch.no_grad():
@@ -289,7 +295,8 @@ class Trainer:
         return True
 
     def save_final(self) -> Path:
-        """``final/``: the LoRA in diffusers format, or (full fine-tuning) a complete model directory."""
+        """``final/``: the LoRA in diffusers format, or (full fine-tuning) a complete model directory
+        (whatever :meth:`write_final` writes), with the EMA weights when EMA is on."""
         from ..atomic import atomic_directory
 
         acc = self.accelerator
@@ -297,12 +304,16 @@ class Trainer:
         acc.wait_for_everyone()
         if acc.is_main_process:
             with self._ema_weights(), atomic_directory(target) as tmp:
-                if self.config.model.full_finetune:
-                    self._save_full_model(tmp)
-                else:
-                    save_lora(self.network, tmp)
+                self.write_final(tmp)
         acc.wait_for_everyone()
         return target
+
+    def write_final(self, directory: Path) -> None:
+        """Write the final weights into ``directory`` (a hook: the LoRA, or the full model directory)."""
+        if self.config.model.full_finetune:
+            self._save_full_model(directory)
+        else:
+            save_lora(self.network, directory)
 
     @contextlib.contextmanager
     def _ema_weights(self):

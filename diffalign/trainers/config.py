@@ -68,7 +68,7 @@ class TrainingConfig:
 class TrainerConfig:
     """Fields shared by every method."""
 
-    method: str = option("", "trainer name: flow_dpo, rwr or grpo")
+    method: str = option("", "trainer name: flow_dpo, rwr, grpo or noisy_reward")
     seed: int = option(0, "seed of every random choice (data, noise, timesteps)")
     model: ModelConfig = option(None, "the network and its adapters")
     reward: RewardConfig = option(None, "the reward")
@@ -220,7 +220,7 @@ def describe(cls: type, prefix: str = "") -> list[str]:
 
 
 # -- methods -------------------------------------------------------------------------------------
-METHODS = ("flow_dpo", "grpo", "rwr")
+METHODS = ("flow_dpo", "grpo", "noisy_reward", "rwr")
 
 
 def config_class(method) -> type:
@@ -233,6 +233,8 @@ def config_class(method) -> type:
         from .rwr_config import RWRConfig as cls
     elif method == "grpo":
         from .grpo_config import GRPOConfig as cls
+    elif method == "noisy_reward":
+        from .noisy_reward_config import NoisyRewardConfig as cls
     else:
         raise choice_error("trainer method", method, list(METHODS))
     return cls

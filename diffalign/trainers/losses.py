@@ -9,10 +9,12 @@
   or its per-group softmax variant.
 * :func:`group_advantages`, :func:`ppo_clip_loss`, :func:`gaussian_kl` -- GRPO on a stochastic sampler
   (Flow-GRPO, Liu et al. 2025, arXiv 2505.05470, eqs. 4-6; DDPO, Black et al. 2023).
+* :func:`preference_loss` -- Bradley-Terry, or Rao-Kupper with ties, for the noisy reward model.
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -119,3 +121,29 @@ def gaussian_kl(mean: torch.Tensor, reference_mean: torch.Tensor, std: torch.Ten
     diff = mean.to(torch.float64) - reference_mean.to(torch.float64)
     std = std.to(torch.float64).expand(mean.shape)
     return (diff.square() / (2.0 * std.square())).flatten(1).mean(1)
+
+
+def preference_loss(score_a: torch.Tensor, score_b: torch.Tensor, tie: torch.Tensor | None = None,
+                    theta: float | None = None) -> torch.Tensor:
+    """Per-pair loss of a reward model's scores on pairs where A is preferred to B (or tied).
+
+    Without ``theta``: Bradley-Terry (Bradley & Terry 1952), ``-log sigmoid(r_A - r_B)``; ties are not
+    modelled (``tie`` must be None or all False).
+    With ``theta > 1``: Rao-Kupper ties (Rao & Kupper 1967; the loss of Liu et al. 2025, arXiv
+    2501.13918, Sec. 3 with theta = 5):
+        win: ``-log sigmoid(r_A - r_B - log theta)``,
+        tie: ``-log sigmoid(r_A - r_B - log theta) - log sigmoid(r_B - r_A - log theta) - log(theta^2 - 1)``.
+    """
+    diff = score_a.float() - score_b.float()
+    if theta is None:
+        if tie is not None and bool(tie.any()):
+            raise DiffalignError("Bradley-Terry has no ties; give theta > 1 for the Rao-Kupper tie model")
+        return -F.logsigmoid(diff)
+    if not theta > 1:
+        raise DiffalignError(f"Rao-Kupper theta must be > 1, got {theta!r}")
+    log_theta = math.log(theta)
+    win = -F.logsigmoid(diff - log_theta)
+    if tie is None:
+        return win
+    tied = win - F.logsigmoid(-diff - log_theta) - math.log(theta * theta - 1.0)
+    return torch.where(tie.to(torch.bool), tied, win)

@@ -10,6 +10,7 @@ TINY_METHOD = {
     "flow_dpo": {"group_size": 3, "pairs_per_micro_batch": 2, "noise_draws": 2, "sample_steps": 3},
     "rwr": {"group_size": 3, "groups_per_micro_batch": 1, "noise_draws": 2, "sample_steps": 3},
     "grpo": {"group_size": 4, "groups_per_micro_batch": 1, "sample_steps": 4},
+    "noisy_reward": {"pool_size": 64, "holdout_pairs": 64, "sample_steps": 3, "pairs_per_micro_batch": 16, "hidden": 32},
 }
 
 
