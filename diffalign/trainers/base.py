@@ -53,6 +53,17 @@ def no_accelerator() -> bool:
     return not torch.cuda.is_available()
 
 
+def _check_precision_is_free(mixed_precision: str) -> None:
+    """accelerate fixes the mixed precision once per process; say so plainly instead of its traceback."""
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed_precision:
+        raise DiffalignError(
+            f"train.mixed_precision={mixed_precision!r} differs from the {AcceleratorState().mixed_precision!r} of an "
+            "earlier trainer in this process; accelerate sets it once per process, so run this one in a new process"
+        )
+
+
 def seeded_generator(*keys: int) -> torch.Generator:
     """A CPU generator determined by the integer keys alone (numpy's SeedSequence mixes them)."""
     seed = int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1, dtype=np.uint64)[0] >> 1)
@@ -76,6 +87,7 @@ class Trainer:
         self.config = config
         self.output_dir = Path(output_dir)
         tc = config.train
+        _check_precision_is_free(tc.mixed_precision)
         self.accelerator = accelerator or Accelerator(
             cpu=no_accelerator(),
             mixed_precision=tc.mixed_precision,

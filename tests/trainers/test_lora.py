@@ -1,5 +1,7 @@
 """A trained LoRA saved by diffalign reproduces the trained model in stock diffusers code."""
 
+import json
+
 import pytest
 import torch
 
@@ -55,8 +57,10 @@ def test_lora_file_keys_carry_the_pipeline_prefix(tmp_path):
     save_lora(_trained("digits-flow").network, tmp_path)
     with safe_open(str(tmp_path / WEIGHT_NAME), "pt") as f:
         keys = list(f.keys())
-        assert keys and all(k.startswith("transformer.") for k in keys)
-        assert "lora_adapter_metadata" in "".join((f.metadata() or {}).keys()) or f.metadata()
+        metadata = json.loads(f.metadata()["lora_adapter_metadata"])
+    assert keys and all(k.startswith("transformer.") for k in keys)
+    # rank and alpha travel with the weights (alpha != rank: a loader that lost them would rescale the update)
+    assert metadata["transformer.r"] == 4 and metadata["transformer.lora_alpha"] == 2.0
 
 
 def test_a_lora_without_the_prefix_is_refused_not_silently_ignored(tmp_path):

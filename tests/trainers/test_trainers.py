@@ -112,11 +112,29 @@ def test_ema_weights_go_to_the_final_adapter(tiny_config, tmp_path):
     assert not torch.allclose(ema_out, live_out)
 
 
-def test_bf16_autocast_keeps_the_on_policy_ratio_at_one(tiny_config, tmp_path):
+@pytest.fixture
+def fresh_accelerator_state():
+    """accelerate keeps one state per process; tests that change its precision start and end clean."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+    yield
+    AcceleratorState._reset_state()
+
+
+def test_bf16_autocast_keeps_the_on_policy_ratio_at_one(tiny_config, tmp_path, fresh_accelerator_state):
     trainer = get_trainer("grpo")(tiny_config("grpo", train={"mixed_precision": "bf16"}), tmp_path)
     metrics = trainer.train_step()
     assert metrics["ratio_error"] < 1e-6
     assert torch.isfinite(torch.tensor(metrics["loss"]))
+
+
+def test_a_second_precision_in_one_process_is_a_clear_error(tiny_config, tmp_path, fresh_accelerator_state):
+    from diffalign.errors import DiffalignError
+
+    get_trainer("rwr")(tiny_config("rwr"), tmp_path / "a")
+    with pytest.raises(DiffalignError, match="new process"):
+        get_trainer("rwr")(tiny_config("rwr", train={"mixed_precision": "bf16"}), tmp_path / "b")
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(tiny_config, tmp_path):
