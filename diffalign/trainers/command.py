@@ -100,7 +100,9 @@ def run_train(args) -> None:
 
     trainer = get_trainer(config.method)(config, directory)
     metrics = trainer.train()
-    if state.is_main_process:
+    if state.is_main_process and not metrics:
+        print(f"{directory} is already at step {trainer.step} (train.max_steps); nothing to train, final weights in {directory / 'final'}")
+    elif state.is_main_process:
         summary = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k in ("loss", "reward", "seconds"))
         processes = f" on {state.num_processes} processes" if state.num_processes > 1 else ""
         print(f"trained {config.method} to step {trainer.step}{processes} ({summary}); final weights in {directory / 'final'}")

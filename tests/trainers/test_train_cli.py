@@ -67,6 +67,8 @@ def test_rerun_resumes_overwrite_restarts_and_a_changed_config_is_refused(tmp_pa
     capsys.readouterr()
     assert main(["train", config, "--output-dir", run, "--max-steps", "2"]) == 0  # extends the same run
     assert "to step 2" in capsys.readouterr().out
+    assert main(["train", config, "--output-dir", run, "--max-steps", "2"]) == 0  # complete: says so, trains nothing
+    assert "already at step 2" in capsys.readouterr().out
     err = _error(capsys, ["train", config, "--output-dir", run, "temperature=5"])
     assert "temperature=1.0" in err and "--overwrite" in err
     assert main(["train", config, "--output-dir", run, "temperature=5", "--overwrite"]) == 0
