@@ -286,6 +286,8 @@ class Trainer:
 
     def resume(self) -> bool:
         """Load the latest complete checkpoint, if any. A corrupt one is an error, never skipped."""
+        if self.accelerator.is_main_process:
+            ckpt.remove_partial_checkpoints(self.checkpoints_dir)
         found = ckpt.list_checkpoints(self.checkpoints_dir)
         if not found:
             return False

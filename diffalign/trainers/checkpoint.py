@@ -52,6 +52,16 @@ def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def remove_partial_checkpoints(root: Path) -> list[Path]:
+    """Delete the temporary directories a killed run left behind (``.step-NNNNNN.*``); they are never
+    read, since only a renamed, complete directory counts as a checkpoint."""
+    root = Path(root)
+    partial = [child for child in root.glob(".step-*") if child.is_dir()] if root.is_dir() else []
+    for child in partial:
+        shutil.rmtree(child, ignore_errors=True)
+    return partial
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -64,7 +64,10 @@ def test_sigkill_mid_training_then_rerun_equals_an_uninterrupted_run(tmp_path):
     process.wait()
     assert not (tmp_path / "killed" / "final").exists(), "the run ended before it could be killed"
 
+    leftover = tmp_path / "killed" / "checkpoints" / ".step-000006.partial"  # as if killed mid-write
+    leftover.mkdir(exist_ok=True)
     subprocess.run(cmd, env=env, check=True, capture_output=True)  # the same command resumes
+    assert not leftover.exists()
     expected, got = _lora(tmp_path / "whole"), _lora(tmp_path / "killed")
     assert expected.keys() == got.keys()
     assert all(torch.equal(expected[k], got[k]) for k in expected)
