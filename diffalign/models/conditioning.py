@@ -51,11 +51,11 @@ def describe_condition(cond) -> str:
     return repr(cond)
 
 
-def check_condition(owner: str, cond, expected: Dict[str, tuple], batch_size: int) -> None:
+def check_condition(owner: str, cond, expected: Dict[str, tuple], batch_size: Optional[int]) -> None:
     """One error for a missing or malformed condition that shows the expected keys and shapes.
 
     ``expected`` maps each required key to its shape with ``"B"`` for the batch and ``None`` for any
-    size (e.g. a prompt's token count).
+    size (e.g. a prompt's token count); ``batch_size`` None accepts any batch.
     """
     ok = isinstance(cond, dict) and all(key in cond and _shape_matches(cond[key], shape, batch_size)
                                         for key, shape in expected.items())
@@ -66,7 +66,7 @@ def check_condition(owner: str, cond, expected: Dict[str, tuple], batch_size: in
     from ..errors import DiffalignError
 
     raise DiffalignError(
-        f"{owner} needs cond as a dict of tensors {{{wanted}}} (B = {batch_size} or 1, L = any token count), "
+        f"{owner} needs cond as a dict of tensors {{{wanted}}} ({'B = any batch' if batch_size is None else f'B = {batch_size} or 1'}, L = any token count), "
         f"or a prompt string when the model has a text encoder; got {describe_condition(cond)}"
     )
 
@@ -74,4 +74,4 @@ def check_condition(owner: str, cond, expected: Dict[str, tuple], batch_size: in
 def _shape_matches(value, shape: tuple, batch_size: int) -> bool:
     if not torch.is_tensor(value) or value.ndim != len(shape):
         return False
-    return all(s is None or (s == "B" and d in (1, batch_size)) or d == s for d, s in zip(value.shape, shape))
+    return all(s is None or (s == "B" and (batch_size is None or d in (1, batch_size))) or d == s for d, s in zip(value.shape, shape))

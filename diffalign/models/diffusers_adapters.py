@@ -109,7 +109,7 @@ class _DiffusersDenoiser(Denoiser):
         if cond is None:
             return None
         if isinstance(cond, dict):
-            check_condition(type(self).__name__, cond, self.condition_shapes(), batch_size)
+            check_condition(type(self).__name__, cond, self.condition_shapes(), None)
             return broadcast_condition(cond, batch_size)
         if self.condition_encoder is None:
             check_condition(f"{type(self).__name__} (no text encoder or class embeddings loaded)", cond,

@@ -7,6 +7,11 @@ so they go through exactly the same loader as a user's SD1.5 or SD3 checkout:
     <dir>/scheduler/                     its diffusers scheduler config (schedule + prediction type)
     <dir>/vae/                           optional; latents are decoded through it
     <dir>/class_embeddings.safetensors   optional learned class "prompts" (embedded models)
+
+A full pipeline directory (``model_index.json``, as ``pipe.save_pretrained`` writes) is loaded as that
+pipeline and turned into its family's denoiser (:func:`diffalign.pipelines.denoiser_from_pipe`): with
+``text_encoder*/`` and ``tokenizer*/`` present, ``cond="a prompt"`` works through the pipeline's own
+``encode_prompt``, and the empty prompt is the null condition of CFG.
 """
 
 from __future__ import annotations
@@ -100,6 +105,8 @@ def load_model(
     unsupported networks and missing or corrupt weights.
     """
     directory = _resolve(name_or_path)
+    if (directory / "model_index.json").exists() and not (directory / CLASS_EMBEDDINGS).exists():
+        return _load_pipeline_model(directory, device, dtype, lora)
     network_dir = _network_dir(directory)
     network_config = read_json(network_dir / "config.json")
     class_name = network_config.get("_class_name")
@@ -187,3 +194,37 @@ def _decoder(directory: Path):
 
         return VAEDecoder(_load_network(AutoencoderKL, directory / "vae"))
     return PixelDecoder()
+
+
+def _load_pipeline_model(directory: Path, device, dtype, lora) -> Denoiser:
+    from diffusers import DiffusionPipeline
+
+    from ..pipelines import denoiser_from_pipe
+
+    index = read_json(directory / "model_index.json")
+    try:
+        pipe = DiffusionPipeline.from_pretrained(str(directory), torch_dtype=dtype, low_cpu_mem_usage=False,
+                                                 **_absent_components(directory, index))
+    except Exception as err:  # diffusers/transformers raise many types for missing or bad files
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DiffalignError(f"could not load the {index.get('_class_name', 'diffusers')} pipeline in {directory}: {first}") from None
+    if device is not None:
+        pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    model = denoiser_from_pipe(pipe)
+    if lora is not None:
+        from ..trainers.lora import load_lora
+
+        load_lora(model.network, lora)
+    return model.eval().requires_grad_(False)
+
+
+def _absent_components(directory: Path, index: dict) -> dict:
+    """Components the pipeline class expects but the directory lacks (saved as None): pass them as None."""
+    import diffusers
+
+    pipeline_class = getattr(diffusers, str(index.get("_class_name")), None)
+    if pipeline_class is None or not hasattr(pipeline_class, "_get_signature_keys"):
+        return {}
+    expected, _ = pipeline_class._get_signature_keys(pipeline_class)
+    return {name: None for name in expected if not (directory / name).is_dir()}

@@ -15,12 +15,11 @@ The sampler's full output (rewards, NFE, info) of the last call is kept in ``ali
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
 from ..errors import DiffalignError
-from ..models.conditioning import index_condition
 from ..models.denoiser import Denoiser
 from ..models.wrappers import CFGDenoiser, NFECounter
 from .attention import enable_attention
@@ -48,7 +47,8 @@ def _has_text_encoder(pipe) -> bool:
 class AlignedPipeline:
     """A diffusers pipeline whose denoising loop is a diffalign sampler. Build with :meth:`from_pipe`."""
 
-    def __init__(self, pipe, sampler: Any = "ancestral", reward: Any = None, **sampler_options):
+    def __init__(self, pipe, sampler: Any = "ancestral", reward: Any = None,
+                 wrapper: Optional[Callable[[Denoiser], Denoiser]] = None, **sampler_options):
         from .. import samplers
         from ..rewards import as_reward
         from ..samplers.base import Sampler
@@ -62,14 +62,24 @@ class AlignedPipeline:
         else:
             self.sampler = samplers.get(sampler, **sampler_options)
         self.reward = None if reward is None else as_reward(reward)
+        self.wrapper = wrapper
         self.last_outputs: list = []
 
     @classmethod
     def from_pipe(cls, pipe, sampler: Any = "ancestral", reward: Any = None, attention: Optional[str] = None,
-                  **sampler_options) -> "AlignedPipeline":
-        """Wrap ``pipe`` (sharing its components). ``attention``: "sdpa" (default) or "xformers"."""
+                  wrapper: Optional[Callable[[Denoiser], Denoiser]] = None, **sampler_options) -> "AlignedPipeline":
+        """Wrap ``pipe``, sharing its components.
+
+        Args:
+            sampler: a registered sampler name (``da.samplers.names()``) or a :class:`Sampler`.
+            reward: a reward name, a registered reward or any callable images -> (B,).
+            attention: "sdpa" (default) or "xformers" (the ``xformers`` extra, CUDA only).
+            wrapper: applied to the (CFG-guided) denoiser of each call, e.g.
+                ``lambda model: da.RewardGuidance(model, reward, scale=2.0)``.
+            sampler_options: the sampler's options (e.g. ``lam=2.0`` for dts).
+        """
         enable_attention(pipe, attention)
-        return cls(pipe, sampler, reward, **sampler_options)
+        return cls(pipe, sampler, reward, wrapper, **sampler_options)
 
     @property
     def components(self) -> dict:
@@ -130,6 +140,8 @@ class AlignedPipeline:
             cond, null = family.encode_prompt(self.pipe, one_prompt, one_negative, 1, cfg_scale > 1.0, device,
                                               model.shape, **one_embeddings)
             guided = CFGDenoiser(model, cfg_scale, null_cond=null) if cfg_scale > 1.0 else model
+            if self.wrapper is not None:
+                guided = self.wrapper(guided)
             if latents is not None:
                 rows = slice(index * num_images_per_prompt, (index + 1) * num_images_per_prompt)
                 out = self._from_latents(guided, latents[rows], cond, steps, base_seed + index, budget)
@@ -184,7 +196,7 @@ class AlignedPipeline:
         kernel = resolve_kernel(model, self.sampler.kernel, **self.sampler.kernel_options)
         generator = torch.Generator(device=model.device).manual_seed(seed)
         with torch.no_grad():
-            encoded = index_condition(model.encode_condition(cond, x.shape[0]), slice(None))
+            encoded = model.encode_condition(cond, x.shape[0])
             x0 = rollout(counter, x, model.schedule.time_grid(steps), kernel, encoded, generator)
             rewards = None if self.reward is None else evaluate_reward(self.reward, model, x0, x0.shape[0])
         return SampleOutput(x0, rewards, counter.count, {"kernel": repr(kernel)})
