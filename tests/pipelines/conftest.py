@@ -37,3 +37,6 @@ def bare_sd_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-sd-bare")
     tiny.sd_pipeline(with_text=False).save_pretrained(root)
     return root
+
+
+from tests.rewards.conftest import tiny_clip  # noqa: E402,F401  (a tiny random open_clip checkpoint)
