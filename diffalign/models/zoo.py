@@ -154,18 +154,26 @@ def _resolve(name_or_path: str) -> Path:
 
 
 def _download(repo_id: str) -> Path:
+    from ..cli_validation import hub_download_message, hub_offline
+
     valid = ", ".join(sorted(EMBEDDED))
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False") or repo_id.count("/") != 1:
-        raise DiffalignError(
-            f"unknown model {repo_id!r}: not an embedded model ({valid}) nor an existing directory"
-            + (" (hub downloads are off: HF_HUB_OFFLINE is set)" if repo_id.count("/") == 1 else "")
-        )
+    if repo_id.count("/") != 1:
+        raise DiffalignError(f"unknown model {repo_id!r}: not an embedded model ({valid}), an existing directory "
+                             "nor a hub id (owner/name)")
     from huggingface_hub import snapshot_download
 
+    patterns = ["*.json", "*.safetensors", "*.txt", "*.model"]
+    try:  # already in the local hub cache
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+    except Exception:  # not cached: huggingface_hub raises several types here
+        pass
+    if hub_offline():
+        raise DiffalignError(hub_download_message(repo_id, "HF_HUB_OFFLINE is set and it is not in the hub cache"))
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
     except Exception as err:  # network errors come in many types; report one line
-        raise DiffalignError(f"could not download {repo_id!r} from the hub: {type(err).__name__}: {err}") from None
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DiffalignError(hub_download_message(repo_id, f"the hub could not be reached: {type(err).__name__}: {first}")) from None
 
 
 def _network_dir(directory: Path) -> Path:
@@ -202,12 +210,20 @@ def _load_pipeline_model(directory: Path, device, dtype, lora) -> Denoiser:
     from ..pipelines import denoiser_from_pipe
 
     index = read_json(directory / "model_index.json")
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()  # "Loading pipeline components": noise on a CLI's stderr
+    transformers_logging.disable_progress_bar()
     try:
         pipe = DiffusionPipeline.from_pretrained(str(directory), torch_dtype=dtype, low_cpu_mem_usage=False,
                                                  **_absent_components(directory, index))
     except Exception as err:  # diffusers/transformers raise many types for missing or bad files
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DiffalignError(f"could not load the {index.get('_class_name', 'diffusers')} pipeline in {directory}: {first}") from None
+    finally:
+        diffusers_logging.enable_progress_bar()
+        transformers_logging.enable_progress_bar()
     if device is not None:
         pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
