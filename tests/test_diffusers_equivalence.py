@@ -1,5 +1,6 @@
 """Our sampling loop vs the stock diffusers pipelines on tiny random models, from the same latents."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -150,3 +151,19 @@ def test_aligned_pipeline_plain_loop_matches_stock_pipeline(family):
     torch.testing.assert_close(got, expected, atol=5e-5, rtol=1e-4)
     passes = 1 if family == "flux" else 2  # FLUX's guidance is distilled: one pass per step
     assert sum(out.nfe for out in aligned.last_outputs) == 2 * steps * passes
+
+
+def test_wan_video_decoding_matches_the_stock_pipeline():
+    from tests.pipelines import tiny
+
+    pipe = tiny.wan_pipeline(with_vae=True)
+    pipe.set_progress_bar_config(disable=True)
+    latents = torch.randn(1, 4, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+    args = dict(prompt_embeds=_embeds(1, 8, 16, 1), negative_prompt_embeds=_embeds(1, 8, 16, 2), num_inference_steps=3,
+                guidance_scale=3.0, height=64, width=64, num_frames=5, output_type="np")
+    with torch.no_grad():
+        expected = pipe(latents=latents.clone(), **args).frames
+        aligned = da.AlignedPipeline.from_pipe(pipe, sampler="ancestral", kernel="euler")
+        got = aligned(latents=latents.clone(), **args).frames
+    assert got.shape == expected.shape == (1, 5, 64, 64, 3)
+    np.testing.assert_allclose(got, expected, atol=1e-4)

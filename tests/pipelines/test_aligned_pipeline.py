@@ -85,3 +85,15 @@ def test_attention_option_errors(sd_pipe):
     with pytest.raises(da.DiffalignError, match="xformers"):
         da.AlignedPipeline.from_pipe(sd_pipe, attention="xformers")
     assert da.AlignedPipeline.from_pipe(sd_pipe, attention="sdpa").pipe is sd_pipe
+
+
+@pytest.mark.parametrize("family", ["sd", "sd3"])
+def test_decoded_images_match_the_stock_pipeline(sd_pipe, sd3_pipe, family):
+    pipe, kernel, options = {"sd": (sd_pipe, "ddim", {"eta": 0.0}), "sd3": (sd3_pipe, "euler", {})}[family]
+    latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    args = dict(prompt="a cat", num_inference_steps=3, guidance_scale=2.0, output_type="np", **SIZE)
+    with torch.no_grad():
+        expected = pipe(latents=latents.clone(), **args).images
+        aligned = da.AlignedPipeline.from_pipe(pipe, sampler="ancestral", kernel=kernel, kernel_options=options)
+        got = aligned(latents=latents.clone(), **args).images
+    np.testing.assert_allclose(got, expected, atol=1e-4)

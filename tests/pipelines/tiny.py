@@ -154,8 +154,17 @@ def flux_pipeline():
     )
 
 
-def wan_pipeline():
+def tiny_wan_vae(seed: int = 0):
+    from diffusers import AutoencoderKLWan
+
+    torch.manual_seed(seed)
+    return AutoencoderKLWan(base_dim=3, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                            temperal_downsample=[False, True, True], latents_mean=[0.1, -0.2, 0.3, 0.0],
+                            latents_std=[1.5, 0.5, 2.0, 1.0]).eval()
+
+
+def wan_pipeline(with_vae: bool = False):
     from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
 
-    return WanPipeline(tokenizer=None, text_encoder=None, vae=None, scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0),
-                       transformer=tiny_wan_transformer())
+    return WanPipeline(tokenizer=None, text_encoder=None, vae=tiny_wan_vae() if with_vae else None,
+                       scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0), transformer=tiny_wan_transformer())
