@@ -71,3 +71,17 @@ def test_cfg_with_a_dict_condition_takes_an_explicit_null_condition(bare_sd_dir)
     assert guided.evals_for(cond) == 2
     with pytest.raises(da.DiffalignError, match="'pooled_projections': \\(B, 32\\)"):  # checked when built
         da.CFGDenoiser(da.load_model("digits-flow"), 3.0, null_cond={"encoder_hidden_states": torch.zeros(1, 4, 32)})
+
+
+def test_sd3_pipeline_directory_with_two_text_encoders(sd3_pipe, tmp_path):
+    sd3_pipe.save_pretrained(tmp_path / "sd3")
+    model = da.load_model(tmp_path / "sd3")
+    assert type(model).__name__ == "SD3Denoiser" and model.shape == (4, 8, 8)
+    cond, null = model.encode_condition("a cat", 2), model.null_condition(2)
+    expected, negative, pooled, negative_pooled = sd3_pipe.encode_prompt("a cat", None, None, "cpu", 1, True)
+    torch.testing.assert_close(cond["encoder_hidden_states"][:1], expected)
+    torch.testing.assert_close(cond["pooled_projections"][1:], pooled)
+    torch.testing.assert_close(null["pooled_projections"][:1], negative_pooled)
+    out = da.sample(da.CFGDenoiser(model, 3.0), "compressibility", sampler="smc", num_samples=2, nfe=24, steps=2,
+                    cond="a cat", progress=False)
+    assert out.samples.shape == (2, 4, 8, 8) and out.nfe <= 24
