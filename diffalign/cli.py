@@ -148,7 +148,8 @@ def run_sample(args) -> None:
     if args.rlg_lora is not None:
         tuned = da.load_model(args.model, lora=args.rlg_lora, device=device)  # one network: the base pass turns the LoRA off
         _set_attention(tuned, args.attention)
-        model = da.RLGDenoiser(tuned, tuned, weight=args.rlg_weight, guidance_scale=args.cfg)
+        model = da.RLGDenoiser(tuned, tuned, weight=args.rlg_weight, guidance_scale=args.cfg,
+                               null_cond=args.negative_prompt)
     else:
         model = da.load_model(args.model, lora=args.lora, device=device)
         _set_attention(model, args.attention)
