@@ -167,3 +167,20 @@ def test_wan_video_decoding_matches_the_stock_pipeline():
         got = aligned(latents=latents.clone(), **args).frames
     assert got.shape == expected.shape == (1, 5, 64, 64, 3)
     np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_flux_true_cfg_with_negative_embeddings_matches_the_stock_pipeline():
+    from tests.pipelines import tiny
+
+    pipe = tiny.flux_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    latents = torch.randn(1, 16, 16, generator=torch.Generator().manual_seed(0))
+    args = dict(prompt_embeds=_embeds(1, 8, 16, 1), pooled_prompt_embeds=_pooled(1, 16, 3),
+                negative_prompt_embeds=_embeds(1, 8, 16, 2), negative_pooled_prompt_embeds=_pooled(1, 16, 4),
+                num_inference_steps=4, guidance_scale=3.5, true_cfg_scale=2.5, height=64, width=64, output_type="latent")
+    with torch.no_grad():
+        expected = pipe(latents=latents.clone(), **args).images
+        aligned = da.AlignedPipeline.from_pipe(pipe, sampler="ancestral", kernel="euler")
+        got = aligned(latents=latents.clone(), **args).images
+    torch.testing.assert_close(got, expected, atol=5e-5, rtol=1e-4)
+    assert aligned.last_outputs[0].nfe == 2 * 4  # true CFG: two passes per step

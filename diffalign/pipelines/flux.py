@@ -15,7 +15,8 @@ from .family import PipelineFamily
 
 class FluxFamily(PipelineFamily):
     name = "flux"
-    embedding_arguments = ("prompt_embeds", "pooled_prompt_embeds")
+    embedding_arguments = ("prompt_embeds", "pooled_prompt_embeds", "negative_prompt_embeds",
+                           "negative_pooled_prompt_embeds")
     default_steps = 28
     default_guidance = 3.5
     guidance_is_distilled = True
