@@ -143,6 +143,9 @@ class AlignedPipeline:
             if self.wrapper is not None:
                 guided = self.wrapper(guided)
             if latents is not None:
+                if latents.shape[0] != len(jobs) * num_images_per_prompt:
+                    raise DiffalignError(f"latents have {latents.shape[0]} rows; expected {len(jobs)} prompts x "
+                                         f"{num_images_per_prompt} images per prompt")
                 rows = slice(index * num_images_per_prompt, (index + 1) * num_images_per_prompt)
                 out = self._from_latents(guided, latents[rows], cond, steps, base_seed + index, budget)
             else:
@@ -179,8 +182,10 @@ class AlignedPipeline:
     def _seed(seed: Optional[int], generator: Optional[torch.Generator]) -> int:
         if seed is not None:
             return int(seed)
+        if isinstance(generator, (list, tuple)):  # diffusers also takes one generator per image
+            generator = generator[0] if generator else None
         if generator is not None:
-            return int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item())
+            return int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device).item())
         return 0
 
     def _from_latents(self, model, latents, cond, steps, seed, budget):
@@ -192,6 +197,9 @@ class AlignedPipeline:
             raise DiffalignError(f"latents= is used by the 'ancestral' sampler only; {self.sampler.name!r} draws "
                                  "its own noise (pass seed= or generator=)")
         x = self.family.unpack_latents(self.pipe, latents, *self._image_size(model, latents)).to(model.device, model.dtype)
+        if tuple(x.shape[1:]) != model.shape:
+            raise DiffalignError(f"latents of shape {tuple(latents.shape)} do not fit height/width/num_frames (model "
+                                 f"space {model.shape}); pass the height and width the latents were drawn for")
         counter = NFECounter(model, budget)
         kernel = resolve_kernel(model, self.sampler.kernel, **self.sampler.kernel_options)
         generator = torch.Generator(device=model.device).manual_seed(seed)

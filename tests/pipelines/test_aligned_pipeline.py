@@ -97,3 +97,11 @@ def test_decoded_images_match_the_stock_pipeline(sd_pipe, sd3_pipe, family):
         aligned = da.AlignedPipeline.from_pipe(pipe, sampler="ancestral", kernel=kernel, kernel_options=options)
         got = aligned(latents=latents.clone(), **args).images
     np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_latents_that_do_not_fit_are_one_error(sd_pipe):
+    aligned = da.AlignedPipeline.from_pipe(sd_pipe, sampler="ancestral")
+    with pytest.raises(da.DiffalignError, match="expected 1 prompts x 2 images"):
+        aligned(prompt="a cat", latents=torch.zeros(1, 4, 8, 8), num_images_per_prompt=2, **SIZE)
+    with pytest.raises(da.DiffalignError, match="do not fit height/width"):
+        aligned(prompt="a cat", latents=torch.zeros(1, 4, 8, 8), height=32, width=32)
