@@ -35,7 +35,8 @@ class MLPNoiseHypernetwork(NoiseHypernetwork):
     """A small MLP f(z, c) with a zero output layer.
 
     Args:
-        model: the generator (its sample shape and, through its null condition, the condition width).
+        model: the generator (its sample shape and, through its null condition, the condition width);
+            or None with ``shape`` (and ``cond_dim``) given, e.g. for a diffusers pipeline's latents.
         hidden: width of the hidden layers.
         layers: hidden layers.
         seed: seeds the initial weights.
@@ -43,13 +44,18 @@ class MLPNoiseHypernetwork(NoiseHypernetwork):
 
     form = "mlp"
 
-    def __init__(self, model, hidden: int = 256, layers: int = 2, seed: int = 0):
+    def __init__(self, model=None, hidden: int = 256, layers: int = 2, seed: int = 0, shape=None, cond_dim=None):
         super().__init__()
         self.hidden, self.layers, self.seed = int(hidden), int(layers), int(seed)
         if self.hidden < 1 or self.layers < 1:
             raise DiffalignError(f"hidden and layers must be >= 1, got hidden={hidden!r}, layers={layers!r}")
-        self.shape = tuple(model.shape)
-        self.cond_dim = condition_features(model.null_condition(1), 1).shape[1]
+        if model is None and shape is None:
+            raise DiffalignError("the MLP hypernetwork needs a model or a noise shape (e.g. a pipeline's unpacked latent shape)")
+        # a diffusers pipeline has no diffalign model: give the (unpacked) latent shape instead
+        self.shape = tuple(shape if shape is not None else model.shape)
+        if cond_dim is None:
+            cond_dim = 0 if model is None else condition_features(model.null_condition(1), 1).shape[1]
+        self.cond_dim = int(cond_dim)
         dim = prod(self.shape)
         with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed alone
             torch.manual_seed(self.seed)
@@ -71,7 +77,7 @@ class MLPNoiseHypernetwork(NoiseHypernetwork):
         return self.net(torch.cat([z.flatten(1), features], dim=1)).reshape(z.shape)
 
     def options(self):
-        return {"hidden": self.hidden, "layers": self.layers, "seed": self.seed}
+        return {"hidden": self.hidden, "layers": self.layers, "seed": self.seed, "shape": list(self.shape), "cond_dim": self.cond_dim}
 
     def save_weights(self, directory: Path) -> None:
         from safetensors.torch import save_file
