@@ -16,7 +16,7 @@ CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_every_preset_loads(path):
     config = load_config(path)
-    assert config.method in ("flow_dpo", "rwr", "grpo", "noisy_reward")
+    assert config.method in ("flow_dpo", "rwr", "grpo", "noisy_reward", "hypernoise")
 
 
 def _write(tmp_path, raw) -> str:
