@@ -57,7 +57,8 @@ class ReNOSampler(Sampler):
 
     ``steps`` of :meth:`sample` is the generator's step count (1-4 for ``digits-fast``). ``out.info``
     holds ``reward_trace`` (the mean reward of the current iterates at each iteration, 0..iterations),
-    ``initial_rewards`` and ``noise_norms`` (||z|| of the returned noises).
+    ``initial_rewards``, ``noise_norms`` (||z|| of the returned noises) and ``noise_shift_norms``
+    (||z - z_initial||, comparable to HyperNoise's ||f(z)||).
     """
 
     name = "reno"
@@ -112,14 +113,16 @@ class ReNOSampler(Sampler):
             stop = min(num_samples, start + self.batch_size)
             z = initial_noise(model, stop - start, generator)
             parts.append(self._optimise(model, reward, z, index_condition(encoded, slice(start, stop)), steps, kernel, passes))
-        samples, rewards, noises, initial, traces = (torch.cat(p) for p in zip(*parts))
+        samples, rewards, noises, initial, traces, shifts = (torch.cat(p) for p in zip(*parts))
         weights = torch.tensor([stop - start for start, stop in _chunks(num_samples, self.batch_size)], dtype=torch.float64)
         trace = (traces.reshape(len(weights), -1).double() * weights[:, None]).sum(0) / weights.sum()
         info = {"reward_trace": trace.tolist(), "initial_rewards": initial, "noise_norms": noises.flatten(1).norm(dim=1),
+                "noise_shift_norms": shifts,
                 "iterations": self.iterations, "optimizer": self.optimizer}
         return SampleOutput(samples, rewards, nfe=0, info=info)
 
     def _optimise(self, model, reward, z: torch.Tensor, cond: Condition, steps: int, kernel: Kernel, passes: int):
+        start = z
         z = z.clone().requires_grad_(True)
         optimizer = self._make_optimizer(z)
         best_x = best_z = best_r = None
@@ -150,7 +153,7 @@ class ReNOSampler(Sampler):
             optimizer.zero_grad(set_to_none=True)
             z.grad = clip_per_sample(grad, self.max_grad_norm)
             optimizer.step()
-        return best_x, best_r, best_z, first, torch.stack(trace)
+        return best_x, best_r, best_z, first, torch.stack(trace), (best_z - start).flatten(1).norm(dim=1)
 
 
 def _chunks(n: int, size: int):
