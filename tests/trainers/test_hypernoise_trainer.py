@@ -8,9 +8,7 @@ import torch
 
 import diffalign as da
 from diffalign.cli import main
-from diffalign.kernels import Euler
 from diffalign.models.noise_hypernetwork import load_hypernetwork
-from diffalign.samplers.noise_generator import generate
 from diffalign.trainers import config_from_dict, get_trainer
 
 PRESET = Path(__file__).resolve().parents[2] / "configs" / "hypernoise_digits.yaml"
@@ -30,24 +28,25 @@ def _raw(**fields):
     return raw
 
 
-def _mean_reward(model, hyper, reward, z):
-    with torch.no_grad():
-        x0 = generate(model, hyper(z, None), None, 1, Euler())
-        return reward(model.decode(x0)).mean().item()
-
-
-@pytest.mark.parametrize("form,lr", [("lora", 3e-3), ("mlp", 3e-3)])
-def test_a_few_steps_raise_the_reward_on_a_fixed_batch(tmp_path, form, lr):
-    config = config_from_dict(_raw(form=form, hidden=64, train={"max_steps": 8, "learning_rate": lr}))
+@pytest.mark.parametrize("form", ["lora", "mlp"])
+def test_a_few_steps_raise_the_reward_on_a_fixed_batch(tmp_path, form):
+    config = config_from_dict(_raw(form=form, hidden=64, reward_weight=10.0, train={"max_steps": 2, "learning_rate": 1e-2}))
     trainer = get_trainer("hypernoise")(config, tmp_path)
-    z = torch.randn(64, *trainer.model.shape, generator=torch.Generator().manual_seed(123))
-    before = _mean_reward(trainer.model, trainer.hypernetwork, trainer.reward, z)
+    batch = trainer.make_micro_batch(0, 0, torch.Generator().manual_seed(1))
+    rewards = []
+    for _ in range(10):
+        loss, metrics = trainer.compute_loss(batch, 0)
+        rewards.append(metrics["reward"])
+        loss.backward()
+        trainer.optimizer.step()
+        trainer.optimizer.zero_grad()
+    assert rewards[-1] > rewards[0] + 0.5, rewards
+    # the run's final weights load back as the same hypernetwork
     trainer.train()
-    after = _mean_reward(trainer.model, trainer.hypernetwork, trainer.reward, z)
-    assert after > before + 0.5, (before, after)
     loaded = load_hypernetwork(tmp_path / "final", trainer.model)
+    z = batch["z"][:4]
     with torch.no_grad():
-        torch.testing.assert_close(loaded(z[:4]), trainer.hypernetwork(z[:4]), rtol=0, atol=1e-6)
+        torch.testing.assert_close(loaded(z), trainer.hypernetwork(z), rtol=0, atol=1e-6)
 
 
 def test_exact_logdet_option_runs_and_reports_the_correction(tmp_path):
