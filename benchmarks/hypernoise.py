@@ -54,12 +54,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=2, help="generator Euler steps")
     p.add_argument("--target", type=int, default=3)
     p.add_argument("--forms", default="lora,mlp", help="hypernetwork forms to train and compare (lora: the paper's)")
-    p.add_argument("--samples", type=int, help="samples per row (default 512; --quick 128)")
-    p.add_argument("--train-steps", type=int, help="HyperNoise training steps (default 200; --quick 60)")
+    p.add_argument("--samples", type=int, help="samples per row (default 512; --quick 96)")
+    p.add_argument("--train-steps", type=int, help="HyperNoise training steps (default 200; --quick 40)")
     p.add_argument("--iterations", type=int, default=50, help="ReNO iterations")
     args = p.parse_args()
     common.setup(args)
-    n, train_steps, n_ref = (128, 60, 256) if args.quick else (512, 200, 1000)
+    n, train_steps, n_ref = (96, 40, 256) if args.quick else (512, 200, 1000)
     n, train_steps, iterations = args.samples or n, args.train_steps or train_steps, args.iterations
 
     model = da.load_model(args.model)
