@@ -1,12 +1,12 @@
 """Objectives on the initial noise z of a deterministic generator x0 = g(z) (ReNO and HyperNoise).
 
 Pure functions, one value per sample. The target in noise space is ``p*(z) ∝ N(z; 0, I) exp(r(g(z)))``
-(HyperNoise, Eyring et al. 2025, arXiv:2508.09968, Sec. 3).
+(HyperNoise, Eyring et al. 2025, arXiv:2508.09968, its noise-space target).
 
-* ReNO (Eyring et al. 2024, arXiv:2406.04312, Sec. 3.3) keeps z typical for N(0, I) with the negative
+* ReNO (Eyring et al. 2024, arXiv:2406.04312, its noise regulariser) keeps z typical for N(0, I) with the negative
   log-density of its norm, a chi distribution with d degrees of freedom:
   ``-log chi_d(||z||) = ||z||^2 / 2 - (d - 1) log ||z|| + const``.
-* HyperNoise (arXiv:2508.09968, Sec. 3.2) learns z' = z + f(z). The KL of the pushforward of N(0, I)
+* HyperNoise (arXiv:2508.09968, its training objective) learns z' = z + f(z). The KL of the pushforward of N(0, I)
   to N(0, I) is, by the change of variables and Stein's lemma (E[z . f(z)] = E[Tr J]),
 
       KL = E[ ||f(z)||^2 / 2 + Tr J(z) - log |det(I + J(z))| ],     J = df/dz,

@@ -1,6 +1,6 @@
 """The LoRA form of HyperNoise's f: a peft LoRA on the generator's own network, evaluated at t = 1.
 
-As in the paper (arXiv:2508.09968, Sec. 4), f reuses the pretrained generator's network with a LoRA.
+As in the paper (arXiv:2508.09968), f reuses the pretrained generator's network with a LoRA.
 Here f is the change the LoRA makes to that network's output at t = 1,
 
     f(z, c) = net_LoRA(z, t=1, c) - net(z, t=1, c),

@@ -1,7 +1,7 @@
 """`NoiseHypernetwork`: z -> z + f(z, c), the learned noise modulation of HyperNoise.
 
 HyperNoise (Eyring et al. 2025, "Noise Hypernetworks: Amortizing Test-Time Compute in Diffusion
-Models", arXiv:2508.09968, Sec. 3.2) trains f so that g(z + f(z)) follows the reward-tilted
+Models", arXiv:2508.09968) trains f so that g(z + f(z)) follows the reward-tilted
 distribution of a frozen generator g; at inference one pass of f replaces ReNO's per-sample
 optimisation. f is initialised to output exactly zero, so an untrained hypernetwork leaves every
 sample unchanged, bit for bit.

@@ -1,6 +1,6 @@
 """The ``hypernoise`` sampler: one noise-hypernetwork pass, then the few-step generator.
 
-HyperNoise (Eyring et al. 2025, arXiv:2508.09968, Sec. 3.2): x0 = g(z + f(z, c)), z ~ N(0, I), with f
+HyperNoise (Eyring et al. 2025, arXiv:2508.09968): x0 = g(z + f(z, c)), z ~ N(0, I), with f
 trained by the ``hypernoise`` trainer (``diffalign train configs/hypernoise_digits.yaml``). g is the
 deterministic generator of :mod:`.noise_generator` (``steps`` Euler steps).
 

@@ -3,7 +3,7 @@
 ``pipe(prompt_embeds=..., latents=hypernoise_latents(pipe, hypernetwork, ...))`` draws the pipeline's
 own initial noise (its ``prepare_latents``, with the caller's generator), unpacks it where the family
 packs its latents into tokens (FLUX's 2x2 patches), divides out the scheduler's ``init_noise_sigma``,
-applies z -> z + f(z) (HyperNoise, arXiv:2508.09968, Sec. 3.2), and packs it back. With a zero
+applies z -> z + f(z) (HyperNoise, arXiv:2508.09968), and packs it back. With a zero
 hypernetwork the returned latents are exactly the ones the pipeline would draw from that generator.
 """
 

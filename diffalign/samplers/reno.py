@@ -1,7 +1,7 @@
 """ReNO: reward-based noise optimisation, per sample (Eyring et al. 2024, arXiv:2406.04312).
 
 For a deterministic few-step generator x0 = g(z) (:mod:`.noise_generator`), gradient ascent on the
-initial noise of each sample (Sec. 3.3, eq. (5)):
+initial noise of each sample, with its noise-norm regulariser:
 
     z <- z - lr * clip( grad_z [ -r(g(z)) + lambda * (||z||^2 / 2 - (d - 1) log ||z||) ] )
 

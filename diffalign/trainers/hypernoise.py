@@ -1,6 +1,6 @@
 """The ``hypernoise`` trainer: a noise hypernetwork for a frozen few-step generator.
 
-HyperNoise (Eyring et al. 2025, arXiv:2508.09968, Sec. 3.2, eq. (9)): minimise over the hypernetwork f
+HyperNoise (Eyring et al. 2025, arXiv:2508.09968, the noise-space KL objective): minimise over the hypernetwork f
 
     E_z[ ||f(z)||^2 / 2 - r(g(z + f(z))) ],        z ~ N(0, I),
 
