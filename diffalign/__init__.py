@@ -43,6 +43,7 @@ _EXPORTS = {
     "RLGDenoiser": ".models",
     "RewardGuidance": ".models",
     "load_model": ".models",
+    "AlignedPipeline": ".pipelines",
     "SampleOutput": ".samplers",
     "Sampler": ".samplers",
     "FlowSchedule": ".schedules",

@@ -93,7 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0, help="random seed")
     sample.add_argument("--cond", type=int, default=None, help="class label (embedded digits models)")
     sample.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (needs --cond)")
-    sample.add_argument("--out", default="samples.png", help="PNG grid to write")
+    sample.add_argument("--out", default="samples.png",
+                        help="PNG grid to write (with --prompts: OUT-000.png, ... and OUT.jsonl, one line per prompt)")
+    sample.add_argument("--prompt", default=None, help="text prompt (a pipeline directory with a text encoder)")
+    sample.add_argument("--prompts", default=None, metavar="FILE",
+                        help="text file, one prompt a line: one grid and one JSON line (rewards, NFE) per prompt; "
+                             "under 'accelerate launch' the prompts are split across processes")
+    sample.add_argument("--negative-prompt", default=None, help="negative prompt for classifier-free guidance (--cfg)")
+    sample.add_argument("--attention", default=None, metavar="BACKEND",
+                        help="attention backend: sdpa (PyTorch, the default) or xformers (CUDA, the xformers extra)")
 
     sample.add_argument("--lora", default=None, help="a trained LoRA directory (diffusers format), e.g. runs/grpo/final")
     sample.add_argument("--rlg-lora", default=None, metavar="DIR",
@@ -135,23 +143,50 @@ def run_sample(args) -> None:
     # cheapest first: sampler and reward options fail before the model (diffusers) is loaded
     sampler = da.samplers.get(args.sampler, **sampler_options)
     reward = build_reward(args, reward_options)
+    state = _process_state() if args.prompts is not None else None
+    device = None if state is None else state.device
     if args.rlg_lora is not None:
-        tuned = da.load_model(args.model, lora=args.rlg_lora)  # one network: the base pass turns the LoRA off
-        model = da.RLGDenoiser(tuned, tuned, weight=args.rlg_weight, guidance_scale=args.cfg)
+        tuned = da.load_model(args.model, lora=args.rlg_lora, device=device)  # one network: the base pass turns the LoRA off
+        _set_attention(tuned, args.attention)
+        model = da.RLGDenoiser(tuned, tuned, weight=args.rlg_weight, guidance_scale=args.cfg,
+                               null_cond=args.negative_prompt)
     else:
-        model = da.load_model(args.model, lora=args.lora)
+        model = da.load_model(args.model, lora=args.lora, device=device)
+        _set_attention(model, args.attention)
         if args.cfg != 1.0:
-            model = da.CFGDenoiser(model, args.cfg)
+            model = da.CFGDenoiser(model, args.cfg, null_cond=args.negative_prompt)
+    if state is not None:
+        from .cli_prompts import sample_prompts
+
+        sample_prompts(args, state, sampler, model, reward, out_path)
+        return
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SamplingWarning)
         out = sampler.sample(model, reward, num_samples=args.num_samples, nfe=args.nfe, steps=args.steps,
-                             seed=args.seed, cond=args.cond)
+                             seed=args.seed, cond=args.prompt_list[0] if args.prompt_list else args.cond)
     _report_warnings(caught)
     da.save_grid(model.decode(out.samples), out_path)
     mean = f"{out.rewards.float().mean().item():.4f}" if out.rewards is not None else "n/a"
     distinct = f" ({out.info['distinct']} distinct)" if "distinct" in out.info else ""
     print(f"wrote {out_path}: {args.num_samples} samples{distinct}, {out.nfe} NFE, mean reward {mean}, "
           f"{out.info['seconds']:.1f} s")
+
+
+def _process_state():
+    """accelerate's process state: one process normally, N under ``accelerate launch``."""
+    from accelerate import PartialState
+
+    from .trainers.base import no_accelerator
+
+    return PartialState(cpu=no_accelerator())  # cpu=True: several CPU processes form one (gloo) group
+
+
+def _set_attention(model, attention) -> None:
+    """--attention: check the backend against the model's device and switch its network to it."""
+    from .pipelines.attention import check_attention
+
+    if check_attention(attention, model.device) == "xformers":
+        model.network.enable_xformers_memory_efficient_attention()
 
 
 def build_reward(args, reward_options: dict):

@@ -94,24 +94,38 @@ def check_options(kind: str, name: str, options: dict, valid: Sequence[str], req
         raise DiffalignError(f"{kind} {name!r} needs option(s): {', '.join(missing)}")
 
 
+ATTENTION_BACKENDS = ("sdpa", "xformers")
+
+
+def hub_download_message(repo_id: str, reason: str) -> str:
+    """The one line for a hub id that is not on this machine."""
+    return (f"model {repo_id!r} must be downloaded first ({reason}): run `huggingface-cli download {repo_id} "
+            f"--local-dir DIR` on a machine with network, then pass --model DIR")
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+
+
 def check_model(name_or_path: str) -> None:
-    """Refuse a model that is neither embedded, nor a diffusers directory, nor (online) a hub id."""
+    """Refuse a model that is neither embedded, nor a diffusers directory, nor a hub id (cached, or online)."""
     if name_or_path in MODELS:
         return
     path = Path(name_or_path).expanduser()
     if path.is_dir():
-        if not any((path / sub / "config.json").exists() for sub in ("unet", "transformer")):
-            raise DiffalignError(f"{path} has no unet/ or transformer/ folder with a config.json")
+        if not (path / "model_index.json").exists() and not any(
+                (path / sub / "config.json").exists() for sub in ("unet", "transformer")):
+            raise DiffalignError(f"{path} is not a diffusers pipeline directory (no model_index.json) and has no "
+                                 "unet/ or transformer/ folder with a config.json")
         return
     if path.exists():
         raise DiffalignError(f"model path {path} is a file; pass a diffusers model or pipeline directory")
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-    looks_like_hub_id = name_or_path.count("/") == 1
-    if offline or not looks_like_hub_id:
+    if name_or_path.count("/") != 1:
         raise DiffalignError(
-            f"unknown model {name_or_path!r}: not an embedded model ({', '.join(MODELS)}) nor an existing directory"
-            + (" (hub downloads are off: HF_HUB_OFFLINE is set)" if looks_like_hub_id else "")
+            f"unknown model {name_or_path!r}: not an embedded model ({', '.join(MODELS)}), an existing directory "
+            "nor a hub id (owner/name)"
         )
+    # a hub id: zoo.load_model uses the local cache, downloads when online, or says to download it first
 
 
 def check_sample_args(args) -> tuple[dict, dict]:
@@ -136,13 +150,38 @@ def check_sample_args(args) -> tuple[dict, dict]:
         raise DiffalignError("--target and --reward-option need --reward (see 'diffalign list')")
     elif args.sampler in SAMPLERS_NEEDING_REWARD:
         raise DiffalignError(f"sampler {args.sampler!r} needs --reward (see 'diffalign list')")
-    if args.cfg != 1.0 and args.cond is None:
+    check_prompt_args(args)
+    if args.cfg != 1.0 and args.cond is None and not args.prompt_list:
         # CFG steers toward a condition; without one it would silently sample unconditionally
-        raise DiffalignError(f"--cfg {args.cfg:g} needs --cond (the class to guide toward); "
+        raise DiffalignError(f"--cfg {args.cfg:g} needs --cond (the class to guide toward) or --prompt/--prompts; "
                              "without it the samples would be unconditional")
+    if args.attention not in (None, *ATTENTION_BACKENDS):
+        raise choice_error("attention", args.attention, list(ATTENTION_BACKENDS))
     check_model(args.model)
     check_rlg_args(args)
     return sampler_options, reward_options
+
+
+def check_prompt_args(args) -> None:
+    """--prompt / --prompts FILE / --negative-prompt: fills ``args.prompt_list`` (empty without prompts)."""
+    if args.prompt is not None and args.prompts is not None:
+        raise DiffalignError("--prompt and --prompts exclude each other (one prompt, or a file of one prompt a line)")
+    if args.cond is not None and (args.prompt is not None or args.prompts is not None):
+        raise DiffalignError("--cond (a class label for the embedded models) and --prompt/--prompts exclude each other")
+    args.prompt_list = []
+    if args.prompt is not None:
+        args.prompt_list = [args.prompt]
+    elif args.prompts is not None:
+        path = Path(args.prompts)
+        if not path.is_file():
+            raise DiffalignError(f"--prompts {path} does not exist (expected a text file, one prompt a line)")
+        args.prompt_list = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        if not args.prompt_list:
+            raise DiffalignError(f"--prompts {path} has no prompts (expected one prompt a line)")
+    if args.negative_prompt is not None and not args.prompt_list:
+        raise DiffalignError("--negative-prompt needs --prompt or --prompts")
+    if args.negative_prompt is not None and args.cfg == 1.0:
+        raise DiffalignError("--negative-prompt is used by classifier-free guidance: also pass --cfg > 1")
 
 
 def check_rlg_args(args) -> None:

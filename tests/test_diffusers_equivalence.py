@@ -1,5 +1,6 @@
 """Our sampling loop vs the stock diffusers pipelines on tiny random models, from the same latents."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -93,3 +94,93 @@ def test_sd3_loop_matches_sd3_pipeline(tiny_sd3, guidance):
         grid = model.schedule.time_grid_from_scheduler(scheduler, steps)
         got = rollout(model, latents.clone(), grid, da.Euler(), cond, torch.Generator())
     torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-4)
+
+
+# -- every family through AlignedPipeline: same latents and embeddings -> the stock pipeline's latents --------
+
+def _embeds(rows, tokens, dim, seed):
+    return torch.randn(rows, tokens, dim, generator=torch.Generator().manual_seed(seed))
+
+
+def _pooled(rows, dim, seed):
+    return torch.randn(rows, dim, generator=torch.Generator().manual_seed(seed))
+
+
+def _family_case(name):
+    from tests.pipelines import tiny
+
+    if name == "sd-eps":
+        pipe = tiny.sd_pipeline(with_text=False, with_vae=False)
+        return pipe, "ddim", {"eta": 0.0}, (2, 4, 8, 8), dict(height=64, width=64), {
+            "prompt_embeds": _embeds(2, 8, 16, 1), "negative_prompt_embeds": _embeds(2, 8, 16, 2)}
+    if name == "sd-v":
+        pipe = tiny.sd_pipeline(with_text=False, with_vae=False, prediction_type="v_prediction")
+        return pipe, "ddim", {"eta": 0.0}, (2, 4, 8, 8), dict(height=64, width=64), {
+            "prompt_embeds": _embeds(2, 8, 16, 1), "negative_prompt_embeds": _embeds(2, 8, 16, 2)}
+    if name == "sdxl":
+        # EulerDiscreteScheduler's ODE step on an eps model is DDIM(eta=0) in our time convention
+        return tiny.sdxl_pipeline(), "ddim", {"eta": 0.0}, (2, 4, 8, 8), dict(height=64, width=64), {
+            "prompt_embeds": _embeds(2, 8, 32, 1), "negative_prompt_embeds": _embeds(2, 8, 32, 2),
+            "pooled_prompt_embeds": _pooled(2, 16, 3), "negative_pooled_prompt_embeds": _pooled(2, 16, 4)}
+    if name == "sd3":
+        return tiny.sd3_pipeline(with_text=False, with_vae=False), "euler", {}, (2, 4, 8, 8), dict(height=64, width=64), {
+            "prompt_embeds": _embeds(2, 8, 32, 1), "negative_prompt_embeds": _embeds(2, 8, 32, 2),
+            "pooled_prompt_embeds": _pooled(2, 16, 3), "negative_pooled_prompt_embeds": _pooled(2, 16, 4)}
+    if name == "flux":
+        return tiny.flux_pipeline(), "euler", {}, (2, 16, 16), dict(height=64, width=64), {
+            "prompt_embeds": _embeds(2, 8, 16, 1), "pooled_prompt_embeds": _pooled(2, 16, 3)}
+    if name == "wan":
+        return tiny.wan_pipeline(), "euler", {}, (2, 4, 2, 8, 8), dict(height=64, width=64, num_frames=5), {
+            "prompt_embeds": _embeds(2, 8, 16, 1), "negative_prompt_embeds": _embeds(2, 8, 16, 2)}
+    raise KeyError(name)
+
+
+@pytest.mark.parametrize("family", ["sd-eps", "sd-v", "sdxl", "sd3", "flux", "wan"])
+def test_aligned_pipeline_plain_loop_matches_stock_pipeline(family):
+    pipe, kernel, kernel_options, latent_shape, size, embeds = _family_case(family)
+    latents = torch.randn(*latent_shape, generator=torch.Generator().manual_seed(0))
+    steps, guidance = 6, 3.0
+    with torch.no_grad():
+        expected = pipe(latents=latents.clone(), num_inference_steps=steps, guidance_scale=guidance,
+                        output_type="latent", **size, **embeds).__getitem__(0)
+        aligned = da.AlignedPipeline.from_pipe(pipe, sampler="ancestral", kernel=kernel, kernel_options=kernel_options,
+                                               progress=False)
+        got = aligned(latents=latents.clone(), num_inference_steps=steps, guidance_scale=guidance,
+                      output_type="latent", **size, **embeds)[0]
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, atol=5e-5, rtol=1e-4)
+    passes = 1 if family == "flux" else 2  # FLUX's guidance is distilled: one pass per step
+    assert sum(out.nfe for out in aligned.last_outputs) == 2 * steps * passes
+
+
+def test_wan_video_decoding_matches_the_stock_pipeline():
+    from tests.pipelines import tiny
+
+    pipe = tiny.wan_pipeline(with_vae=True)
+    pipe.set_progress_bar_config(disable=True)
+    latents = torch.randn(1, 4, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+    args = dict(prompt_embeds=_embeds(1, 8, 16, 1), negative_prompt_embeds=_embeds(1, 8, 16, 2), num_inference_steps=3,
+                guidance_scale=3.0, height=64, width=64, num_frames=5, output_type="np")
+    with torch.no_grad():
+        expected = pipe(latents=latents.clone(), **args).frames
+        aligned = da.AlignedPipeline.from_pipe(pipe, sampler="ancestral", kernel="euler")
+        got = aligned(latents=latents.clone(), **args).frames
+    assert got.shape == expected.shape == (1, 5, 64, 64, 3)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_flux_true_cfg_with_negative_embeddings_matches_the_stock_pipeline():
+    from tests.pipelines import tiny
+
+    pipe = tiny.flux_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    latents = torch.randn(1, 16, 16, generator=torch.Generator().manual_seed(0))
+    args = dict(prompt_embeds=_embeds(1, 8, 16, 1), pooled_prompt_embeds=_pooled(1, 16, 3),
+                negative_prompt_embeds=_embeds(1, 8, 16, 2), negative_pooled_prompt_embeds=_pooled(1, 16, 4),
+                num_inference_steps=4, guidance_scale=3.5, true_cfg_scale=2.5, height=64, width=64, output_type="latent")
+    with torch.no_grad():
+        expected = pipe(latents=latents.clone(), **args).images
+        aligned = da.AlignedPipeline.from_pipe(pipe, sampler="ancestral", kernel="euler")
+        got = aligned(latents=latents.clone(), **args).images
+    torch.testing.assert_close(got, expected, atol=5e-5, rtol=1e-4)
+    assert aligned.last_outputs[0].nfe == 2 * 4  # true CFG: two passes per step

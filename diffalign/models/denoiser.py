@@ -20,7 +20,7 @@ from torch import nn
 
 from ..errors import DiffalignError
 from ..schedules import Schedule
-from .conditioning import Condition
+from .conditioning import Condition, broadcast_condition
 from .prediction import Prediction, check_prediction_kind
 
 
@@ -44,7 +44,7 @@ class Denoiser(nn.Module):
         if cond is None:
             return None
         if isinstance(cond, dict):
-            return cond
+            return broadcast_condition(cond, batch_size)
         raise DiffalignError(f"{type(self).__name__} takes no conditioning; got {cond!r}")
 
     def null_condition(self, batch_size: int) -> Condition:
@@ -124,11 +124,11 @@ class FunctionDenoiser(Denoiser):
 
     def encode_condition(self, cond, batch_size):
         if cond is None or isinstance(cond, dict):
-            return cond
+            return broadcast_condition(cond, batch_size)
         cond = torch.as_tensor(cond)
         if cond.ndim == 0:
             cond = cond.expand(batch_size)
-        return {"cond": cond}
+        return broadcast_condition({"cond": cond}, batch_size)
 
     def decode(self, x0):
         return x0 if self._decode is None else self._decode(x0)

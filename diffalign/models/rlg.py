@@ -42,9 +42,10 @@ class RLGDenoiser(DenoiserWrapper):
             carries a LoRA adapter that holds the tuning.
         weight: w >= 0; 0 is exactly ``base``, 1 exactly ``tuned``, above 1 extrapolates.
         guidance_scale: the CFG scale applied to each model (1: no CFG).
+        null_cond: the null branch of that CFG (e.g. a negative prompt); None: the model's own.
     """
 
-    def __init__(self, base: Denoiser, tuned: Denoiser, weight: float, guidance_scale: float = 1.0):
+    def __init__(self, base: Denoiser, tuned: Denoiser, weight: float, guidance_scale: float = 1.0, null_cond=None):
         check_compatible(base, tuned)
         if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight) or weight < 0:
             raise DiffalignError(f"RLG weight must be a finite number >= 0 (0: base, 1: tuned, > 1: extrapolate), got {weight!r}")
@@ -52,8 +53,8 @@ class RLGDenoiser(DenoiserWrapper):
         self.weight = float(weight)
         self.guidance_scale = float(guidance_scale)
         self.shared_network = _lora_network(base, tuned)
-        self.base_cfg = CFGDenoiser(base, guidance_scale)
-        self.tuned_cfg = self.base_cfg if base is tuned else CFGDenoiser(tuned, guidance_scale)
+        self.base_cfg = CFGDenoiser(base, guidance_scale, null_cond=null_cond)
+        self.tuned_cfg = self.base_cfg if base is tuned else CFGDenoiser(tuned, guidance_scale, null_cond=null_cond)
 
     def _uses_base(self) -> bool:
         return self.weight != 1.0

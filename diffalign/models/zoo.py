@@ -7,6 +7,11 @@ so they go through exactly the same loader as a user's SD1.5 or SD3 checkout:
     <dir>/scheduler/                     its diffusers scheduler config (schedule + prediction type)
     <dir>/vae/                           optional; latents are decoded through it
     <dir>/class_embeddings.safetensors   optional learned class "prompts" (embedded models)
+
+A full pipeline directory (``model_index.json``, as ``pipe.save_pretrained`` writes) is loaded as that
+pipeline and turned into its family's denoiser (:func:`diffalign.pipelines.denoiser_from_pipe`): with
+``text_encoder*/`` and ``tokenizer*/`` present, ``cond="a prompt"`` works through the pipeline's own
+``encode_prompt``, and the empty prompt is the null condition of CFG.
 """
 
 from __future__ import annotations
@@ -100,6 +105,8 @@ def load_model(
     unsupported networks and missing or corrupt weights.
     """
     directory = _resolve(name_or_path)
+    if (directory / "model_index.json").exists() and not (directory / CLASS_EMBEDDINGS).exists():
+        return _load_pipeline_model(directory, device, dtype, lora)
     network_dir = _network_dir(directory)
     network_config = read_json(network_dir / "config.json")
     class_name = network_config.get("_class_name")
@@ -147,18 +154,26 @@ def _resolve(name_or_path: str) -> Path:
 
 
 def _download(repo_id: str) -> Path:
+    from ..cli_validation import hub_download_message, hub_offline
+
     valid = ", ".join(sorted(EMBEDDED))
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False") or repo_id.count("/") != 1:
-        raise DiffalignError(
-            f"unknown model {repo_id!r}: not an embedded model ({valid}) nor an existing directory"
-            + (" (hub downloads are off: HF_HUB_OFFLINE is set)" if repo_id.count("/") == 1 else "")
-        )
+    if repo_id.count("/") != 1:
+        raise DiffalignError(f"unknown model {repo_id!r}: not an embedded model ({valid}), an existing directory "
+                             "nor a hub id (owner/name)")
     from huggingface_hub import snapshot_download
 
+    patterns = ["*.json", "*.safetensors", "*.txt", "*.model"]
+    try:  # already in the local hub cache
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+    except Exception:  # not cached: huggingface_hub raises several types here
+        pass
+    if hub_offline():
+        raise DiffalignError(hub_download_message(repo_id, "HF_HUB_OFFLINE is set and it is not in the hub cache"))
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
     except Exception as err:  # network errors come in many types; report one line
-        raise DiffalignError(f"could not download {repo_id!r} from the hub: {type(err).__name__}: {err}") from None
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DiffalignError(hub_download_message(repo_id, f"the hub could not be reached: {type(err).__name__}: {first}")) from None
 
 
 def _network_dir(directory: Path) -> Path:
@@ -187,3 +202,45 @@ def _decoder(directory: Path):
 
         return VAEDecoder(_load_network(AutoencoderKL, directory / "vae"))
     return PixelDecoder()
+
+
+def _load_pipeline_model(directory: Path, device, dtype, lora) -> Denoiser:
+    from diffusers import DiffusionPipeline
+
+    from ..pipelines import denoiser_from_pipe
+
+    index = read_json(directory / "model_index.json")
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()  # "Loading pipeline components": noise on a CLI's stderr
+    transformers_logging.disable_progress_bar()
+    try:
+        pipe = DiffusionPipeline.from_pretrained(str(directory), torch_dtype=dtype, low_cpu_mem_usage=False,
+                                                 **_absent_components(directory, index))
+    except Exception as err:  # diffusers/transformers raise many types for missing or bad files
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DiffalignError(f"could not load the {index.get('_class_name', 'diffusers')} pipeline in {directory}: {first}") from None
+    finally:
+        diffusers_logging.enable_progress_bar()
+        transformers_logging.enable_progress_bar()
+    if device is not None:
+        pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    model = denoiser_from_pipe(pipe)
+    if lora is not None:
+        from ..trainers.lora import load_lora
+
+        load_lora(model.network, lora)
+    return model.eval().requires_grad_(False)
+
+
+def _absent_components(directory: Path, index: dict) -> dict:
+    """Components the pipeline class expects but the directory lacks (saved as None): pass them as None."""
+    import diffusers
+
+    pipeline_class = getattr(diffusers, str(index.get("_class_name")), None)
+    if pipeline_class is None or not hasattr(pipeline_class, "_get_signature_keys"):
+        return {}
+    expected, _ = pipeline_class._get_signature_keys(pipeline_class)
+    return {name: None for name in expected if not (directory / name).is_dir()}

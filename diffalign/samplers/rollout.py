@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 from ..errors import DiffalignError
 from ..kernels import Kernel, get_kernel
-from ..models.conditioning import Condition, index_condition
+from ..models.conditioning import Condition, condition_batch_size, index_condition
 from ..models.denoiser import Denoiser
 from .base import progress_bar, too_small_budget
 
@@ -76,7 +76,14 @@ def single_condition(model, cond, name: str) -> Condition:
         if len(cond.unique()) != 1:
             raise DiffalignError(f"{name} serves one condition per call; got several labels {cond.unique().tolist()}")
         cond = cond[0]
-    return model.encode_condition(cond, 1)
+    encoded = model.encode_condition(cond, 1)
+    if encoded and condition_batch_size(encoded) > 1:  # one row per sample of the same condition
+        first = index_condition(encoded, slice(0, 1))
+        if any(not torch.equal(value, first[key].expand_as(value)) for key, value in encoded.items()):
+            raise DiffalignError(f"{name} serves one condition per call; got a condition with "
+                                 f"{condition_batch_size(encoded)} different rows")
+        encoded = first
+    return encoded
 
 
 def pooled_rollout_plan(model, cond, steps: int, nfe, name: str) -> tuple[Condition, int]:

@@ -33,7 +33,7 @@ def prediction_error(model: Denoiser, x0: torch.Tensor, noise: torch.Tensor, t: 
 
 def generate(model: Denoiser, kernel: Kernel, steps: int, cond: Condition, n: int, generator: torch.Generator) -> torch.Tensor:
     """``n`` samples (model space) from the current policy, without gradients."""
-    return sample_trajectories(model, kernel, model.schedule.time_grid(steps), cond, n, generator).samples
+    return sample_trajectories(model, kernel, model.schedule.time_grid(steps), cond, n, generator, record=False).samples
 
 
 @torch.no_grad()

@@ -50,10 +50,13 @@ def transition(model: Denoiser, kernel: Kernel, x: torch.Tensor, t, t_next, cond
 
 @torch.no_grad()
 def sample_trajectories(model: Denoiser, kernel: Kernel, grid: torch.Tensor, cond: Condition, n: int,
-                        generator: torch.Generator, reduction: str = "mean") -> Trajectories:
+                        generator: torch.Generator, reduction: str = "mean", record: bool = True) -> Trajectories:
     """``n`` rollouts from fresh noise, recording every state and the log-prob of every stochastic step.
 
-    Noise is drawn on the CPU from ``generator`` so a run is reproducible on any device.
+    Noise is drawn on the CPU from ``generator`` so a run is reproducible on any device. With
+    ``record=False`` only the final samples are kept (``states`` holds x0 alone, ``log_probs`` is
+    empty): the same draws, without the (steps + 1)-fold memory and the log-prob work that preference
+    and regression methods do not use.
     """
     x = torch.randn((n, *model.shape), generator=generator).to(model.device, model.dtype)
     states, log_probs = [x], []
@@ -65,7 +68,11 @@ def sample_trajectories(model: Denoiser, kernel: Kernel, grid: torch.Tensor, con
         else:
             noise = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
             x = step.sample(noise)
-            log_probs.append(step.log_prob(x, reduction))
-        states.append(x)
+            if record:
+                log_probs.append(step.log_prob(x, reduction))
+        if record:
+            states.append(x)
+    if not record:
+        states = [x]
     empty = torch.zeros(0, n, dtype=torch.float64, device=x.device)
     return Trajectories(torch.stack(states), torch.stack(log_probs) if log_probs else empty, grid, cond)

@@ -153,3 +153,19 @@ def test_tensorboard_logging_writes_events(tiny_config, tmp_path):
     trainer = get_trainer("rwr")(tiny_config("rwr", train={"report_to": "tensorboard", "max_steps": 1}), tmp_path)
     trainer.train()
     assert list((tmp_path / "logs").rglob("events.out.tfevents.*"))
+
+
+def test_unrecorded_rollouts_draw_the_same_samples():
+    """record=False (preference and regression methods) keeps only x0, and the very same x0."""
+    import diffalign as da
+    from diffalign.kernels import FlowSDE
+    from diffalign.trainers.trajectories import sample_trajectories
+
+    model = da.load_model("digits-flow")
+    grid = model.schedule.time_grid(4)
+    kernel = FlowSDE()
+    full = sample_trajectories(model, kernel, grid, None, 5, torch.Generator().manual_seed(0))
+    final = sample_trajectories(model, kernel, grid, None, 5, torch.Generator().manual_seed(0), record=False)
+    assert final.states.shape == (1, 5, *model.shape) and final.log_probs.numel() == 0
+    assert full.trainable_steps == 3
+    assert torch.equal(final.samples, full.samples)
