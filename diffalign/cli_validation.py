@@ -16,7 +16,7 @@ from .errors import DiffalignError, choice_error
 
 # Names the registries and the zoo know, with their options (in signature order) and which of them
 # are required. Keep in sync with the @register decorators; the test above says what to change.
-MODELS = ("digits", "digits-flow")
+MODELS = ("digits", "digits-flow", "digits-fast")
 
 _DTS_OPTIONS = (
     "lam", "c_pw", "alpha", "c_uct", "branch_every", "branch_steps", "leaves_per_iteration", "kernel",
@@ -28,11 +28,14 @@ SAMPLER_OPTIONS = {
     "best-of-n": ("n", "kernel", "kernel_options", "progress", "batch_size"),
     "dts": _DTS_OPTIONS,
     "dts-star": _DTS_OPTIONS,
+    "hypernoise": ("path", "hypernetwork", "kernel", "progress", "batch_size"),
+    "reno": ("iterations", "optimizer", "lr", "momentum", "max_grad_norm", "regularization", "keep_best", "kernel",
+             "progress", "batch_size"),
     "sir": ("lam", "kernel", "kernel_options", "progress", "batch_size"),
     "smc": ("lam", "potential", "resample_every", "ess_threshold", "kernel", "kernel_options", "progress",
             "batch_size"),
 }
-SAMPLERS_NEEDING_REWARD = ("best-of-n", "dts", "dts-star", "sir", "smc")
+SAMPLERS_NEEDING_REWARD = ("best-of-n", "dts", "dts-star", "reno", "sir", "smc")
 
 REWARD_OPTIONS = {
     "aesthetic": ("mlp_weights", "model_name", "pretrained", "quick_gelu", "embed_dim"),

@@ -43,7 +43,7 @@ def test_bad_condition_is_clear():
 
 
 def test_unknown_model_lists_embedded(tmp_path):
-    with pytest.raises(da.DiffalignError, match="digits, digits-flow"):
+    with pytest.raises(da.DiffalignError, match="digits, digits-fast, digits-flow"):
         da.load_model("nope")
     with pytest.raises(da.DiffalignError, match="no unet/ or transformer/"):
         da.load_model(str(tmp_path))

@@ -30,7 +30,7 @@ from .denoiser import Denoiser
 from .loading import read_json
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-EMBEDDED = {"digits": DATA_DIR / "digits", "digits-flow": DATA_DIR / "digits-flow"}
+EMBEDDED = {"digits": DATA_DIR / "digits", "digits-flow": DATA_DIR / "digits-flow", "digits-fast": DATA_DIR / "digits-fast"}
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def load_model(
     dtype: Optional[torch.dtype] = None,
     lora: Optional[str | os.PathLike] = None,
 ) -> Denoiser:
-    """Load a denoiser: ``"digits"``, ``"digits-flow"``, a local diffusers directory, or a hub id (online).
+    """Load a denoiser: ``"digits"``, ``"digits-flow"``, ``"digits-fast"`` (few-step, 1-4 Euler steps), a local diffusers directory, or a hub id (online).
 
     ``lora``: a LoRA in diffusers' format (a directory with ``pytorch_lora_weights.safetensors``, as
     ``diffalign train`` writes to ``DIR/final``) attached to the network.

@@ -19,12 +19,13 @@ from .config import METHODS, TrainerConfig, config_from_dict, load_config
 
 # method -> (module, Trainer class name)
 _TRAINERS = {"flow_dpo": (".flow_dpo", "FlowDPOTrainer"), "rwr": (".rwr", "RWRTrainer"), "grpo": (".grpo", "GRPOTrainer"),
-             "noisy_reward": (".noisy_reward", "NoisyRewardTrainer")}
+             "noisy_reward": (".noisy_reward", "NoisyRewardTrainer"), "hypernoise": (".hypernoise", "HyperNoiseTrainer")}
 _LAZY = {cls: (module, cls) for module, cls in _TRAINERS.values()}
 _LAZY.update({"Trainer": (".base", "Trainer"), "load_lora_into": (".base", "load_lora_into"),
               "FlowDPOConfig": (".flow_dpo_config", "FlowDPOConfig"), "RWRConfig": (".rwr_config", "RWRConfig"),
               "GRPOConfig": (".grpo_config", "GRPOConfig"),
-              "NoisyRewardConfig": (".noisy_reward_config", "NoisyRewardConfig")})
+              "NoisyRewardConfig": (".noisy_reward_config", "NoisyRewardConfig"),
+              "HyperNoiseConfig": (".hypernoise_config", "HyperNoiseConfig")})
 
 
 def get_trainer(method: str):

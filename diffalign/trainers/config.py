@@ -68,7 +68,7 @@ class TrainingConfig:
 class TrainerConfig:
     """Fields shared by every method."""
 
-    method: str = option("", "trainer name: flow_dpo, rwr, grpo or noisy_reward")
+    method: str = option("", "trainer name: flow_dpo, rwr, grpo, noisy_reward or hypernoise")
     seed: int = option(0, "seed of every random choice (data, noise, timesteps)")
     model: ModelConfig = option(None, "the network and its adapters")
     reward: RewardConfig = option(None, "the reward")
@@ -220,7 +220,7 @@ def describe(cls: type, prefix: str = "") -> list[str]:
 
 
 # -- methods -------------------------------------------------------------------------------------
-METHODS = ("flow_dpo", "grpo", "noisy_reward", "rwr")
+METHODS = ("flow_dpo", "grpo", "hypernoise", "noisy_reward", "rwr")
 
 
 def config_class(method) -> type:
@@ -235,6 +235,8 @@ def config_class(method) -> type:
         from .grpo_config import GRPOConfig as cls
     elif method == "noisy_reward":
         from .noisy_reward_config import NoisyRewardConfig as cls
+    elif method == "hypernoise":
+        from .hypernoise_config import HyperNoiseConfig as cls
     else:
         raise choice_error("trainer method", method, list(METHODS))
     return cls

@@ -16,7 +16,7 @@ CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_every_preset_loads(path):
     config = load_config(path)
-    assert config.method in ("flow_dpo", "rwr", "grpo", "noisy_reward")
+    assert config.method in ("flow_dpo", "rwr", "grpo", "noisy_reward", "hypernoise")
 
 
 def _write(tmp_path, raw) -> str:
@@ -43,7 +43,7 @@ def test_config_typo_is_one_line_naming_the_key(tmp_path, capsys):
     ("train.mixed_precision=fp8", "valid choices: no, bf16, fp16"),
     ("log_prob_reduction=avg", "valid choices: mean, sum"),
     ("clip_range=-1", "'clip_range' must be > 0"),
-    ("method=ppo", "valid choices: flow_dpo, grpo, noisy_reward, rwr"),
+    ("method=ppo", "valid choices: flow_dpo, grpo, hypernoise, noisy_reward, rwr"),
 ])
 def test_bad_values_name_the_key_and_choices(tmp_path, capsys, override, expected):
     err = _error(capsys, ["train", _write(tmp_path, tiny_raw("grpo")), "--output-dir", str(tmp_path / "r"), override])
@@ -113,7 +113,7 @@ def test_sample_with_a_trained_lora(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("override,message", [("train.lerning_rate=1", "unknown config key 'train.lerning_rate'"),
-                                               ("method=ppo", "valid choices: flow_dpo, grpo, noisy_reward, rwr")])
+                                               ("method=ppo", "valid choices: flow_dpo, grpo, hypernoise, noisy_reward, rwr")])
 def test_config_errors_are_refused_before_torch_is_imported(tmp_path, override, message):
     from tests.test_cli_fast import run_fresh
 
