@@ -89,3 +89,11 @@ def test_progress_default_shows_bars_when_not_a_terminal(model, capsys, monkeypa
     assert "denoise" in capsys.readouterr().err
     da.sample(model, None, sampler="ancestral", num_samples=2, steps=10, progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_progress_bar_takes_disable_with_progress_off():
+    """progress=False plus an explicit disable= once raised "multiple values for keyword 'disable'"."""
+    from diffalign.samplers.base import progress_bar
+
+    bar = progress_bar(range(3), progress=False, disable=True, desc="x")
+    assert bar.disable and list(bar) == [0, 1, 2]

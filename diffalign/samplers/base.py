@@ -153,7 +153,9 @@ def progress_bar(iterable=None, progress: Optional[bool] = None, **kwargs):
     from tqdm.auto import tqdm
 
     delay = PROGRESS_DELAY_S if progress is None else 0.0
-    return tqdm(iterable, disable=progress is False or kwargs.pop("disable", False), delay=delay, **kwargs)
+    # pop first: `progress is False or kwargs.pop(...)` would short-circuit and leave "disable" in kwargs
+    disable = kwargs.pop("disable", False)
+    return tqdm(iterable, disable=progress is False or disable, delay=delay, **kwargs)
 
 
 def count_distinct(samples: torch.Tensor) -> int:
