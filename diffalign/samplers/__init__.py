@@ -1,12 +1,13 @@
 """Inference-time samplers behind one interface: ``get(name, **options).sample(model, reward, ...)``."""
 
-from . import ancestral, best_of_n, dts, sir, smc  # noqa: F401  (registers the samplers)
+from . import ancestral, best_of_n, dts, dts_paper, sir, smc  # noqa: F401  (registers the samplers)
 from .ancestral import AncestralSampler
 from .base import SampleOutput, Sampler
 from .best_of_n import BestOfNSampler
-from .dts import DTSSampler, DTSStarSampler
+from .dts import DTSSampler
+from .dts_paper import DTSStarSampler, PaperDTSSampler
 from .sir import SIRSampler
 from .smc import SMCSampler
 from .registry import SAMPLERS, get, names
 
-__all__ = ["AncestralSampler", "BestOfNSampler", "DTSSampler", "DTSStarSampler", "SIRSampler", "SMCSampler", "SAMPLERS", "SampleOutput", "Sampler", "get", "names"]
+__all__ = ["AncestralSampler", "BestOfNSampler", "DTSSampler", "DTSStarSampler", "PaperDTSSampler", "SIRSampler", "SMCSampler", "SAMPLERS", "SampleOutput", "Sampler", "get", "names"]
