@@ -322,17 +322,18 @@ class DTSSampler(Sampler):
                 raise DiffalignError(f"max_memory_bytes={self.max_memory_bytes} cannot hold even one path "
                                      f"({len(levels) + 1} nodes x {bytes_per_node} bytes)")
 
-            def fits(n):
-                extras = plan_extra_children(n, remaining, self.children, evals, budget - n * steps * evals, fill)[0]
+            def fits(n, fill_budget=False):
+                extras = plan_extra_children(n, remaining, self.children, evals, budget - n * steps * evals,
+                                             fill_budget)[0]
                 return stored_nodes(n, extras) <= cap
 
-            if not fits(roots):
+            if not fits(roots, fill):
                 memory_full = True
                 if self.on_memory_full == "error":
                     raise DiffalignError(
                         f"{self.name}: tree memory budget of {self.max_memory_bytes} bytes is full; raise "
                         "max_memory_bytes or use on_memory_full='stop'")
-                roots = _largest(fits, roots)
+                roots = max(1, _largest(fits, roots))
                 extras = plan_extra_children(roots, remaining, self.children, evals, budget - roots * steps * evals, False)[0]
                 return roots, extras, memory_full
         extras = plan_extra_children(roots, remaining, self.children, evals, budget - roots * steps * evals, fill)[0]
