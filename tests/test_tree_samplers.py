@@ -225,12 +225,12 @@ def test_paper_preset_keeps_its_documented_bias(model, chain_variance):
     assert out.samples[:, 0].double().mean().item() < chain_variance[0].item() - 0.1
 
 
-@pytest.mark.parametrize("allocation", ["uniform", "value"])
-def test_normalising_constant_is_unbiased_at_a_tiny_budget(model, chain_variance, allocation):
+def test_normalising_constant_is_unbiased_at_a_tiny_budget(model, chain_variance):
     """Z = E[exp(x0[0])] = exp(s^2 / 2) exactly. The tree's Z estimate is unbiased at every budget (the
-    docstring's proof), so its mean over many runs of a handful of roots each lands on Z."""
-    runs = 400
-    sampler = da.samplers.get("dts", branch_every=5, allocation=allocation, progress=False)
+    docstring's proof), so its mean over many runs of a handful of roots each lands on Z. Value-guided
+    allocation, the case where the weights 1 / (M q_i) matter (uniform allocation gives equal weights)."""
+    runs = 200
+    sampler = da.samplers.get("dts", branch_every=5, allocation="value", progress=False)
     z = torch.tensor([math.exp(sampler.sample(model, linear_reward, num_samples=1, nfe=400, steps=STEPS,
                                               seed=s).info["log_z"]) for s in range(runs)], dtype=torch.float64)
     exact = math.exp(chain_variance[0].item() / 2)
