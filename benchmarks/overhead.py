@@ -34,8 +34,10 @@ RUNS = {
     "dts (paper preset)": ("dts", {"preset": "paper"}, 16),
     "best-of-n": ("best-of-n", {}, 1),
     "dts-star": ("dts-star", {}, 1),
+    # wider batches than the default 16 selections: fuller model calls, a different search (not validated)
+    "dts-star (64 rows)": ("dts-star", {"leaves_per_iteration": 64}, 1),
 }
-PAIRS = {"dts": "sir", "dts (paper preset)": "sir", "dts-star": "best-of-n"}
+PAIRS = {"dts": "sir", "dts (paper preset)": "sir", "dts-star": "best-of-n", "dts-star (64 rows)": "best-of-n"}
 
 
 def main() -> None:
@@ -66,7 +68,7 @@ def main() -> None:
         base = PAIRS.get(label)
         ratio = per_nfe[label] / per_nfe[base] if base else None
         if base:
-            ratios[label.split(" ")[0] if label != "dts (paper preset)" else "paper"] = f"{ratio:.3f}"
+            ratios[{"dts (paper preset)": "paper", "dts-star (64 rows)": "dts-star-64"}.get(label, label)] = f"{ratio:.3f}"
         reuse = infos[label].get("prefix_reuse")
         rows.append([label, f"{spent[label]:,}", f"{per_nfe[label] * 1e6:.0f}",
                      f"{ratio:.2f}x {base}" if base else "baseline", f"{reuse:.2f}" if reuse is not None else "-"])
