@@ -134,6 +134,17 @@ class Forest:
     peak_nodes: int = 0
     stages: int = 0
 
+    bytes_per_node: int = 0
+
+    @property
+    def num_nodes(self) -> int:
+        """Stored states (the leaves; branching-level states are freed after their stage)."""
+        return sum(len(x) for x in self.leaves)
+
+    @property
+    def state_bytes(self) -> int:
+        return self.num_nodes * self.bytes_per_node
+
     def cat(self):
         return torch.cat(self.leaves), torch.cat(self.log_mass), torch.cat(self.rewards)
 
@@ -276,6 +287,7 @@ class DTSSampler(Sampler):
             self.forest, self._forest_key = Forest(), key
         forest = self.forest
         bytes_per_node = math.prod(model.shape) * torch.empty((), dtype=self.storage_dtype).element_size()
+        forest.bytes_per_node = bytes_per_node
         roots, extras, memory_full = self._plan(forest, steps, levels, evals, nfe, bytes_per_node)
         grid = model.schedule.time_grid(steps)
         info = self._grow(forest, model, reward, kernel, grid, encoded, generator, levels, roots, extras, evals,
