@@ -2,8 +2,8 @@
 
     python benchmarks/digits_posterior.py [--quick] [--classes 3] [--budgets 10000] [--seeds 3]
 
-Defaults fit the 15-minute slot of a shared 2-core machine: class 3 and the even-digit task at 1e4 NFE,
-3 seeds each; pass more classes or budgets on a free machine.
+Defaults fit the 15-minute slot of a shared, heavily loaded 2-core machine: class 3 and the even-digit
+task at 5,000 NFE, 3 seeds each; pass more classes or budgets (--budgets 10000 100000) on a free machine.
 
 Two tasks on the *unconditional* ``digits`` model (50 steps, lambda = 1), after the DTS paper's MNIST
 experiments (Jain et al. 2025, §5.2):
@@ -118,9 +118,9 @@ def main() -> None:
     args = p.parse_args()
     common.setup(args)
     classes = args.classes if args.classes is not None else [3]
-    budgets = args.budgets or ([2_000] if args.quick else [10_000])
+    budgets = args.budgets or ([1_000] if args.quick else [5_000])
     seeds = args.seeds or (2 if args.quick else 3)
-    pool_size = args.pool or (300 if args.quick else 1000)
+    pool_size = args.pool or (200 if args.quick else 500)
     model = da.load_model("digits")
     test = load_digits_split("test")
     labels = [*SAMPLERS, DPS]

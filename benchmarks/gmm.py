@@ -105,10 +105,10 @@ def main() -> None:
     common.setup(args)
     seeds = args.seeds or (3 if args.quick else 5)
     # Sized for a 15-minute slot on a shared 2-core machine: the ground-truth pool costs 100 model calls per
-    # base sample (~15 s per 20k on one busy core), so the full run stops at 1e5 NFE with a 500k pool (its
-    # own TV noise ~0.004, well below the 1e5 errors); pass --pool 2000000 --budgets ... on a free machine.
+    # base sample (~15 s per 20k on one busy core), so the full run stops at 1e5 NFE with a 200k pool (its
+    # own TV noise ~0.005, below the 1e5 errors); pass --pool 2000000 --budgets ... on a free machine.
     budgets = args.budgets or [1_000, 10_000, 100_000]
-    pool = args.pool or (100_000 if args.quick else 500_000)
+    pool = args.pool or (50_000 if args.quick else 200_000)
 
     model, reward, means = problem()
     start = time.perf_counter()

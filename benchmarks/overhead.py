@@ -42,12 +42,12 @@ PAIRS = {"dts": "sir", "dts (paper preset)": "sir", "dts-star": "best-of-n", "dt
 
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--nfe", type=int, default=None, help="budget per run (default 10,000; 4,000 with --quick)")
-    p.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 2; 1 with --quick)")
+    p.add_argument("--nfe", type=int, default=None, help="budget per run (default 10,000; 2,000 with --quick)")
+    p.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 2)")
     args = p.parse_args()
     common.setup(args)
-    nfe = args.nfe or (4_000 if args.quick else 10_000)
-    repeats = args.repeats or (1 if args.quick else 2)
+    nfe = args.nfe or (2_000 if args.quick else 10_000)
+    repeats = args.repeats or 2
     model = da.load_model("digits")
     reward = da.rewards.get("digit", target=3)
     da.sample(model, reward, num_samples=32, steps=5)  # warm-up (lazy imports, allocator)
