@@ -3,7 +3,7 @@
     python benchmarks/digits_posterior.py [--quick] [--classes 3] [--budgets 10000] [--seeds 3]
 
 Defaults fit the 15-minute slot of a shared, heavily loaded 2-core machine: class 3 and the even-digit
-task at 5,000 NFE, 3 seeds each; pass more classes or budgets (--budgets 10000 100000) on a free machine.
+task at 3,000 NFE, 3 seeds each; pass more classes or budgets (--budgets 10000 100000) on a free machine.
 
 Two tasks on the *unconditional* ``digits`` model (50 steps, lambda = 1), after the DTS paper's MNIST
 experiments (Jain et al. 2025, §5.2):
@@ -118,9 +118,9 @@ def main() -> None:
     args = p.parse_args()
     common.setup(args)
     classes = args.classes if args.classes is not None else [3]
-    budgets = args.budgets or ([1_000] if args.quick else [5_000])
+    budgets = args.budgets or ([1_000] if args.quick else [3_000])
     seeds = args.seeds or (2 if args.quick else 3)
-    pool_size = args.pool or (200 if args.quick else 500)
+    pool_size = args.pool or (200 if args.quick else 400)
     model = da.load_model("digits")
     test = load_digits_split("test")
     labels = [*SAMPLERS, DPS]
