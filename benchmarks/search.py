@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -50,33 +51,39 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=None)
     args = p.parse_args()
     common.setup(args)
-    seeds = args.seeds or (2 if args.quick else 3)
-    budgets = [1_000, 3_000, 10_000, 30_000] if args.quick else [1_000, 3_000, 10_000, 30_000, 100_000]
+    # --quick: one seed and budgets up to 1e4, so that it finishes within 2 minutes on 2 cores
+    seeds = args.seeds or (1 if args.quick else 3)
+    budgets = [1_000, 3_000, 10_000] if args.quick else [1_000, 3_000, 10_000, 30_000, 100_000]
     model = da.load_model("digits")
     test = load_digits_split("test")
     reference = test.images[(test.labels == 3).nonzero()[0, 0]]
     reward = match_reward(reference)
 
-    curves = {}
+    curves, seconds = {}, {}
     for name in ("best-of-n", "dts-star"):
-        values = []
+        values, secs = [], []
         for nfe in budgets:
-            best = [da.sample(model, reward, sampler=name, num_samples=1, nfe=nfe, steps=STEPS, seed=s).rewards[0].item()
-                    for s in range(seeds)]
+            start = time.perf_counter()
+            best = [da.sample(model, reward, sampler=name, num_samples=1, nfe=nfe, steps=STEPS, seed=s,
+                              progress=False).rewards[0].item() for s in range(seeds)]
+            secs.append((time.perf_counter() - start) / seeds)
             values.append(sum(best) / len(best))
-            print(f"{name:9s} nfe={nfe:>7,d}: best reward {values[-1]:.3f} (seeds {[round(b, 3) for b in best]})")
-        curves[name] = values
+            print(f"{name:9s} nfe={nfe:>7,d}: best reward {values[-1]:.3f} (seeds {[round(b, 3) for b in best]}, "
+                  f"{secs[-1]:.1f}s/run)")
+        curves[name], seconds[name] = values, secs
     star = da.samplers.get("dts-star")
     target = curves["best-of-n"][-1]
     reach = nfe_to_reach(budgets, curves["dts-star"], target)
-    rows = [[f"{b:,}", f"{curves['best-of-n'][i]:.3f}", f"{curves['dts-star'][i]:.3f}"] for i, b in enumerate(budgets)]
+    rows = [[f"{b:,}", f"{curves['best-of-n'][i]:.3f}", f"{curves['dts-star'][i]:.3f}", f"{seconds['best-of-n'][i]:.1f}",
+             f"{seconds['dts-star'][i]:.1f}"] for i, b in enumerate(budgets)]
     reach_text = f"{reach:,.0f}" if reach else f"not reached within {budgets[-1]:,}"
     notes = (f"`python benchmarks/search.py{' --quick' if args.quick else ''}`: mean over {seeds} seeds of the best reward "
              f"found, one output sample per run. DTS* at its defaults (lambda = inf max backup, UCT c_uct={star.c_uct:g}, "
              f"c_pw={star.c_pw:g}, alpha={star.alpha:g}; tuned on a different reference digit, class 7). "
-             f"DTS* reaches best-of-N's {budgets[-1]:,}-NFE reward ({target:.3f}) at {reach_text} NFE.")
+             f"DTS* reaches best-of-N's {budgets[-1]:,}-NFE reward ({target:.3f}) at {reach_text} NFE. Wall times: a "
+             "2-core machine shared with other jobs.")
     path = common.write_markdown("search", "Search: best reward found vs NFE (digits, match-a-digit reward)", rows,
-                                 ["NFE", "best-of-N", "DTS*"], notes, args.quick)
+                                 ["NFE", "best-of-N", "DTS*", "best-of-N s / run", "DTS* s / run"], notes, args.quick)
     _plot(budgets, curves, path.with_suffix(".png"))
     print(f"wrote {path}")
     common.result_line("search", bon_best=f"{target:.3f}", dts_star_nfe_to_match=f"{reach:.0f}" if reach else "none")

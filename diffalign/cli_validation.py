@@ -19,6 +19,11 @@ from .errors import DiffalignError, choice_error
 MODELS = ("digits", "digits-flow", "digits-fast")
 
 _DTS_OPTIONS = (
+    "lam", "preset", "children", "branch_every", "branch_steps", "allocation", "exploration", "leaves_per_iteration",
+    "kernel", "kernel_options", "max_memory_bytes", "on_memory_full", "storage_dtype", "storage_device",
+    "nonfinite_reward", "reuse_tree", "c_pw", "alpha", "c_uct", "output", "max_idle_iterations", "progress",
+)
+_DTS_STAR_OPTIONS = (
     "lam", "c_pw", "alpha", "c_uct", "branch_every", "branch_steps", "leaves_per_iteration", "kernel",
     "kernel_options", "max_memory_bytes", "on_memory_full", "storage_dtype", "storage_device",
     "nonfinite_reward", "reuse_tree", "output", "max_idle_iterations", "progress",
@@ -27,7 +32,7 @@ SAMPLER_OPTIONS = {
     "ancestral": ("kernel", "kernel_options", "progress", "batch_size"),
     "best-of-n": ("n", "kernel", "kernel_options", "progress", "batch_size"),
     "dts": _DTS_OPTIONS,
-    "dts-star": _DTS_OPTIONS,
+    "dts-star": _DTS_STAR_OPTIONS,
     "hypernoise": ("path", "hypernetwork", "kernel", "progress", "batch_size"),
     "reno": ("iterations", "optimizer", "lr", "momentum", "max_grad_norm", "regularization", "keep_best", "kernel",
              "progress", "batch_size"),

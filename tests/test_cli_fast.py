@@ -126,7 +126,7 @@ def test_list_shows_sampler_options_and_defaults(capsys):
     assert "max_memory_bytes=None" in out and "leaves_per_iteration=16" in out
     assert "potential='diff'" in out and "n=None" in out
     dts, dts_star = (line for line in out.splitlines() if line.split()[:1] in (["dts"], ["dts-star"]))
-    assert "lam=1.0, c_pw=4.0, alpha=0.9" in dts and "lam=inf, c_pw=1.0, alpha=0.5, c_uct=0.3" in dts_star
+    assert "lam=1.0, preset='exact'" in dts and "lam=inf, c_pw=1.0, alpha=0.5, c_uct=0.3" in dts_star
 
 
 def test_bad_name_is_refused_quickly():

@@ -42,8 +42,9 @@ def test_every_output_records_plain_info(model, sampler):
 
 @pytest.mark.parametrize("sampler", ["sir", "dts"])
 def test_pooled_copies_are_warned(model, sampler):
-    out, caught = sample_quietly(model, sampler, num_samples=16, nfe=20)  # two rollouts for 16 samples
-    assert out.info["distinct"] <= 2
+    # two rollouts for 16 samples (dts: one root and its 5 leaves on the last 2 steps)
+    out, caught = sample_quietly(model, sampler, num_samples=16, nfe=20)
+    assert out.info["distinct"] <= 6
     assert any("distinct sample(s) among 16" in str(w.message) for w in caught)
 
 

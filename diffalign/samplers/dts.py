@@ -1,46 +1,66 @@
-"""DTS and DTS*: Diffusion Tree Sampling and Diffusion Tree Search (Jain et al., NeurIPS 2025).
+"""DTS, exact: a branching tree of base rollouts with importance weights that keep it unbiased.
 
-The tree reuses every rollout: a node is a partially denoised state, its soft value estimates
-V_t(x_t) = (1/lambda) log E[exp(lambda r(x0)) | x_t], and new children are drawn from the *base*
-stochastic kernel, so DTS converges to pi*(x0) proportional to p(x0) exp(lambda r(x0)) (their Prop. 1).
+The target is the DTS paper's (Jain et al., "Diffusion Tree Sampling", NeurIPS 2025, arXiv 2506.20701,
+eq. (1)): pi*(x0) proportional to p(x0) exp(lambda r(x0)), with p the law of the base chain. Like DTS,
+the sampler grows a tree of partially denoised states whose children are base-kernel draws, so
+rollouts share their prefixes. Unlike the paper's algorithm (``preset="paper"``, ``dts_paper.py``),
+whose soft-value descent under-tilts at every finite budget we measured, every leaf carries an
+importance weight that makes the output exact in the sense below.
 
-One iteration (their Algorithm 1), batched over ``leaves_per_iteration`` selections:
+**The tree, stage by stage.** Branching levels sit at steps s_1 < ... < s_L of the time grid
+(default: one level, a fifth of the steps before x0).
 
-1. *select*: from the dummy root, descend while a node is fully widened (|children| >= C N^alpha),
-   choosing a child with probability proportional to exp(lambda v) (DTS) or by UCT (DTS*);
-   visit counts are incremented on the way down, so the selections of one batch spread out;
-2. *expand + roll out*: each selected node gets one new child from the base kernel, and the rollout
-   continues to x0, adding a node at every branching level. All rollouts advance together, one
-   batched model call per step;
-3. *reward*: r(x0) for each new sample -- the only reward calls;
-4. *backup*: soft values (log-mean-exp over all children; max for lambda = inf) from the new
-   leaves to the root.
+* Stage 0: N0 roots, x_1 ~ N(0, I), each rolled out to x0 by the base kernel. Every rollout leaves
+  one node at each branching level it passes and one leaf (x0, reward r).
+* Stage l = 1..L: the N_l nodes at level l get M_l = round((children - 1) N_l) extra children. Node i
+  receives n_i of them with E[n_i | past] = M_l q_i (systematic sampling, so sum n_i = M_l exactly);
+  each child is rolled out from x_{s_l} to x0 by the base kernel, leaving nodes at the deeper levels.
+  ``allocation="uniform"`` takes q_i proportional to the node's mass w_i (value-independent: every
+  leaf of the tree gets the same weight); ``allocation="value"`` takes
+  q = (1 - eps) softmax(log w + lambda v) + eps w / sum(w), where v_i is the reward of the leaf below
+  node i (its own rollout's x0, known at that stage).
 
-Output: DTS draws each sample by descending from the root with P(child) proportional to
-exp(lambda v), which needs no model call -- the method is anytime (see :meth:`DTSSampler.draw`).
-``output="reweight"`` (experimental, not in the paper) instead resamples the tree's samples with
-their selection's importance weight against a uniform descent. It is a heuristic correction, not
-exact: a uniform descent over an adaptively widened tree is not the base law (a node's child count
-depends on its children's values), selections discarded within a batch condition the proposal, and
--inf children change the support. It shrinks the descent's bias on the Gaussian oracle
-(benchmarks/dts_bias.py) without any guarantee.
-DTS* returns the highest-reward samples it found.
+**Weights.** A root has mass 1. At level l, with beta_l = N_l / (N_l + M_l) fixed by the plan (it does
+not depend on any outcome), the rollout that passes through node i carries w_i beta_l on, and each
+extra child of node i gets mass w_i (1 - beta_l) / (M_l q_i). A leaf's weight is W = mass exp(lambda r).
 
-Bounded memory: ``max_memory_bytes`` caps stored states. When the next batch of nodes would not
-fit, the search stops growing the tree and samples from the tree it has (``on_memory_full="stop"``,
-the default; ``out.info["memory_full"]`` says so) or raises (``"error"``).
+**Why it is exact (proof sketch).** Let h(x) = E_p[exp(lambda r(x0)) f(x0) | x] for a test function f.
+Order all draws in time and let F be everything drawn so far. Every new state is a base-kernel draw
+from its parent given F, and every branching factor is F-measurable at the moment the children are
+drawn. By induction from the deepest level up, the leaves below a node x of mass w satisfy
+E[sum W f | node created] = w h(x): the continuation contributes beta w h(x); the extra children
+contribute E[n_i | F] (1 - beta) w / (M q_i) h(x) = (1 - beta) w h(x), since given F and n_i the
+children are independent base draws (q_i may depend on anything in F, e.g. the value v_i). At the
+roots, (1/N0) sum_leaves W f(x0) is therefore an **unbiased** estimate of Z E_pi*[f] for every f
+(with f = 1, of Z = E_p[exp(lambda r)]: ``out.info["log_z"]`` is the log of that unbiased estimate).
+The output resamples leaves proportionally to W, a self-normalised ratio of two unbiased estimates:
+it is **consistent** (its error falls like N0^(-1/2), no plateau) but, like SIR, biased at O(1/N0).
+With ``children=1`` there is no branching and the sampler is SIR, draw for draw (tested).
 
-Non-finite rewards: ``nonfinite_reward="-inf"`` (default) scores NaN/inf samples as -inf, so they get
-zero probability and never poison a soft value; ``"error"`` raises instead.
+**Where it saves.** A leaf that hangs below level l shares the prefix x_1 -> x_{s_l} with its
+siblings: ``out.info["prefix_reuse"]`` = 1 - NFE spent / (leaves x steps x passes), the share of model
+calls the tree saved against drawing every leaf independently (default: 40%). Siblings are
+correlated, so a leaf is worth less than an independent one: the price is at most a factor
+sqrt(1 + (children - 1) k / T) in standard error (k = steps below the level), and nothing when the
+reward is decided below the branching level.
+
+**Speed.** The stages run as plain batched rollouts: every model call carries up to
+``leaves_per_iteration`` rows (default 512, as SIR), the states stay on the model's device, and
+allocation and weights are a few vector operations per level -- no per-node Python.
+
+Anytime: ``reuse_tree=True`` grows a second, independent forest on the next :meth:`sample` call and
+pools both (roots have mass 1, so pooled weights stay exact); :meth:`draw` resamples without model
+calls. ``max_memory_bytes`` caps stored states (branching nodes and leaves): the plan shrinks to fit
+and ``out.info["memory_full"]`` says so (``on_memory_full="error"`` raises instead).
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Optional
+from dataclasses import dataclass, field
+from typing import Optional
 
-import numpy as np
 import torch
 
 from ..errors import DiffalignError, SamplingWarning, choice_error
@@ -48,79 +68,123 @@ from ..kernels import Kernel
 from ..models.conditioning import index_condition
 from . import tree_math
 from .base import SampleOutput, Sampler, check_positive_int, too_small_budget
+from .dts_paper import DTYPES, MEMORY_CHOICES, NONFINITE_CHOICES, PaperDTSSampler, branching_steps
 from .registry import SAMPLERS
 from .rollout import evaluate_reward, initial_noise, resolve_kernel, single_condition
-from .tree import ROOT, DiffusionTree
+from .weights import effective_sample_size, multinomial_resample
 
-NONFINITE_CHOICES = ("-inf", "error")
-OUTPUT_CHOICES = ("descend", "reweight")
-MEMORY_CHOICES = ("stop", "error")
-# selections tried per free row of a batch before the batch is expanded as it is
-SELECTIONS_PER_SLOT = 16
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+PRESETS = ("exact", "paper")
+ALLOCATIONS = ("uniform", "value")
+# options that exist only for the paper's algorithm, and only for the exact tree
+PAPER_ONLY = ("c_pw", "alpha", "c_uct", "output", "max_idle_iterations")
+EXACT_ONLY = ("children", "allocation", "exploration")
+DEFAULT_ROWS = 512
+# the default branching level: this share of the steps lies below it
+DEFAULT_BRANCH_FRACTION = 0.2
 
 
-def branching_steps(steps: int, branch_every: Optional[int], branch_steps: Optional[list[int]]) -> list[int]:
-    """Step indices of the tree levels: 0 (x_1), the branching steps, and ``steps`` (x_0)."""
-    if branch_steps is not None:
-        inner = sorted(set(int(s) for s in branch_steps))
-        if any(s <= 0 or s >= steps for s in inner):
-            raise DiffalignError(f"branch_steps must lie strictly between 0 and steps={steps}, got {branch_steps}")
-    else:
-        every = check_positive_int("branch_every", branch_every)
-        inner = list(range(every, steps, every))
-    return [0, *inner, steps]
+def default_branch_steps(steps: int) -> list[int]:
+    """One level, DEFAULT_BRANCH_FRACTION of the steps before x0 (none when steps < 2)."""
+    below = max(1, round(DEFAULT_BRANCH_FRACTION * steps))
+    return [steps - below] if steps - below > 0 else []
+
+
+def plan_extra_children(roots: int, remaining: list[int], children: float, evals: int, budget: int,
+                        fill: bool) -> tuple[list[int], int]:
+    """Extra children per level (top-down) for ``roots`` roots within ``budget``; and the NFE it costs.
+
+    ``remaining[l]``: steps from level l to x0. Level l asks for (children - 1) x its node count,
+    capped by what the budget still buys; with ``fill`` the budget left at the end buys extra children
+    at the last level (so a budget is spent, not wasted on a partial root).
+    """
+    nodes, extras = roots, []
+    left = budget
+    for rem in remaining:
+        want = int(math.floor((children - 1.0) * nodes + 1e-9))
+        m = min(want, left // (evals * rem)) if rem > 0 else 0
+        extras.append(m)
+        left -= m * evals * rem
+        nodes += m
+    if fill and remaining:
+        more = left // (evals * remaining[-1])
+        extras[-1] += more
+        left -= more * evals * remaining[-1]
+    return extras, budget - left
+
+
+def stored_nodes(roots: int, extras: list[int]) -> int:
+    """Branching-level nodes plus leaves of a planned forest."""
+    nodes, total = roots, 0
+    for m in extras:
+        total += nodes  # the nodes at this level
+        nodes += m
+    return total + nodes  # + leaves: one per rollout
+
+
+@dataclass
+class Forest:
+    """The leaves of the trees grown so far (branching-level states are dropped once their stage is done)."""
+
+    leaves: list[torch.Tensor] = field(default_factory=list)  # x0 states, storage dtype/device
+    log_mass: list[torch.Tensor] = field(default_factory=list)  # float64, CPU
+    rewards: list[torch.Tensor] = field(default_factory=list)  # float64, CPU (-inf for broken rewards)
+    roots: int = 0
+    nfe: int = 0
+    rollout_steps: int = 0  # steps the leaves would have cost as independent rollouts
+    peak_nodes: int = 0
+    stages: int = 0
+
+    bytes_per_node: int = 0
+
+    @property
+    def num_nodes(self) -> int:
+        """Stored states (the leaves; branching-level states are freed after their stage)."""
+        return sum(len(x) for x in self.leaves)
+
+    @property
+    def state_bytes(self) -> int:
+        return self.num_nodes * self.bytes_per_node
+
+    def cat(self):
+        return torch.cat(self.leaves), torch.cat(self.log_mass), torch.cat(self.rewards)
 
 
 class DTSSampler(Sampler):
-    """Diffusion Tree Sampling: asymptotically exact samples from p(x0) exp(lambda r(x0)).
+    """Diffusion Tree Sampling with exact importance weights (default), or the paper's algorithm.
 
     Args:
-        lam: inverse temperature lambda (> 0; ``float("inf")`` makes backups and selection greedy);
-            default 1 for DTS and inf (max backup) for DTS*.
-        c_pw, alpha: progressive widening, a node widens while |children| < c_pw N^alpha. The paper uses
-            (2, 0.8). DTS defaults to (4, 0.9), tuned on the 2-D GMM benchmark (benchmarks/gmm.py): at
-            budgets below ~1e6 rollouts the root then widens on every selection, so DTS samples like SIR.
-            Real branching under-tilts at finite budgets (benchmarks/dts_bias.py): a child whose first
-            rollouts scored high is selected, widened and averaged down by its later rollouts, while a
-            child that scored low is left alone -- the adaptive allocation biases the log-mean-exp.
-            DTS* (search, where that bias is harmless) defaults to (1, 0.5) with c_uct = 0.3.
-        branch_every: steps between branching levels (paper: 10 of 50 steps); or ``branch_steps``,
-            an explicit list of step indices.
-        leaves_per_iteration: selections expanded together (one batched model call per step).
-            Selections that end on an existing sample expand nothing, so up to 16 selections per row
-            are tried to fill the batch; widening counts the children promised earlier in the batch.
-        kernel: the base stochastic kernel (default: DDPM for VP models, the flow SDE for flow models).
-        max_memory_bytes: cap on stored node states; ``on_memory_full`` is "stop" or "error".
-        storage_dtype, storage_device: where node states live (e.g. "float16", "cpu").
-        nonfinite_reward: "-inf" (default) or "error".
-        reuse_tree: if True, a second :meth:`sample` call with the same model, reward, condition and
-            steps grows the existing tree by ``nfe`` more evaluations instead of starting afresh.
-        output: "descend" (the paper's Algorithm 2: root to leaf with P(child) proportional to
-            exp(lambda v)) or "reweight" (experimental, not in the paper): resample the tree's samples
-            proportionally to w exp(lambda r), where w is the importance weight of the selection that
-            produced each one against a uniform descent -- a heuristic against the adaptive-allocation
-            bias described above, not exact: uniform descent over an adaptively widened tree is not
-            the base law, discarded selections condition the proposal and -inf children change the
-            support. Measured in benchmarks/dts_bias.py.
+        lam: inverse temperature lambda of the target p(x0) exp(lambda r(x0)) (finite, > 0; the paper
+            preset also takes inf).
+        preset: "exact" (default; module docstring) or "paper" (:class:`~.dts_paper.PaperDTSSampler`:
+            Boltzmann selection, progressive widening c_pw = 2, alpha = 0.8, descent output; under-tilts
+            at finite budgets -- measured in benchmarks/dts_bias.py and benchmarks/gmm.py).
+        children: children per branching node, counting the rollout that passes through it (default 2;
+            a float spreads the extras, e.g. 1.5 branches half the nodes). 1 is SIR.
+        branch_every / branch_steps: branching levels every ``branch_every`` steps, or at explicit step
+            indices. Default (exact): one level a fifth of the steps before x0; (paper): every 10 steps.
+        allocation: "uniform" (default, value-independent) or "value" (extra children where the leaf
+            below scored high; exact too, see the docstring), with ``exploration`` eps (default 0.2).
+        leaves_per_iteration: rows per model call (exact: default 512; paper: selections per batch).
+        kernel, kernel_options: the base stochastic kernel (default: DDPM for VP, the flow SDE for flow).
+        max_memory_bytes, on_memory_full, storage_dtype, storage_device, nonfinite_reward, reuse_tree:
+            as in the paper preset (see ``dts_paper.py``).
+        c_pw, alpha, c_uct, output, max_idle_iterations: the paper preset's options.
     """
 
     name = "dts"
     pools_samples = True
     needs_reward = True
-    greedy_output = False
-    default_lam = 1.0
-    default_c_pw, default_alpha, default_c_uct = 4.0, 0.9, 1.0
 
     def __init__(
         self,
-        lam: Optional[float] = None,
-        c_pw: Optional[float] = None,
-        alpha: Optional[float] = None,
-        c_uct: Optional[float] = None,
-        branch_every: Optional[int] = 10,
+        lam: float = 1.0,
+        preset: str = "exact",
+        children: Optional[float] = None,
+        branch_every: Optional[int] = None,
         branch_steps: Optional[list[int]] = None,
-        leaves_per_iteration: int = 16,
+        allocation: Optional[str] = None,
+        exploration: Optional[float] = None,
+        leaves_per_iteration: Optional[int] = None,
         kernel: Optional[str | Kernel] = None,
         kernel_options: Optional[dict] = None,
         max_memory_bytes: Optional[int] = None,
@@ -129,25 +193,49 @@ class DTSSampler(Sampler):
         storage_device: Optional[str] = None,
         nonfinite_reward: str = "-inf",
         reuse_tree: bool = False,
-        output: str = "descend",
-        max_idle_iterations: int = 1000,
+        c_pw: Optional[float] = None,
+        alpha: Optional[float] = None,
+        c_uct: Optional[float] = None,
+        output: Optional[str] = None,
+        max_idle_iterations: Optional[int] = None,
         progress: Optional[bool] = None,
     ):
         super().__init__(progress=progress)
-        lam = self.default_lam if lam is None else lam
-        c_pw = self.default_c_pw if c_pw is None else c_pw
-        alpha = self.default_alpha if alpha is None else alpha
-        c_uct = self.default_c_uct if c_uct is None else c_uct
-        if not (isinstance(lam, (int, float)) and lam > 0):
-            raise DiffalignError(f"lam must be a positive number (or inf), got {lam!r}")
-        if not c_pw > 0 or not 0 <= alpha <= 1:
-            raise DiffalignError(f"progressive widening needs c_pw > 0 and 0 <= alpha <= 1, got c_pw={c_pw}, alpha={alpha}")
+        if preset not in PRESETS:
+            raise choice_error("preset", preset, list(PRESETS))
+        self.preset = preset
+        given = {"c_pw": c_pw, "alpha": alpha, "c_uct": c_uct, "output": output, "max_idle_iterations": max_idle_iterations,
+                 "children": children, "allocation": allocation, "exploration": exploration}
+        wrong = [k for k, v in given.items() if v is not None and k in (EXACT_ONLY if preset == "paper" else PAPER_ONLY)]
+        if wrong:
+            other = "exact" if preset == "paper" else "paper"
+            raise DiffalignError(f"option(s) {', '.join(wrong)} belong to dts preset={other!r}, not preset={preset!r}")
+        self.paper: Optional[PaperDTSSampler] = None
+        if preset == "paper":
+            self.paper = PaperDTSSampler(
+                lam=lam, c_pw=c_pw, alpha=alpha, c_uct=c_uct, branch_every=10 if branch_every is None and branch_steps is None
+                else branch_every, branch_steps=branch_steps, leaves_per_iteration=leaves_per_iteration or 16,
+                kernel=kernel, kernel_options=kernel_options, max_memory_bytes=max_memory_bytes,
+                on_memory_full=on_memory_full, storage_dtype=storage_dtype, storage_device=storage_device,
+                nonfinite_reward=nonfinite_reward, reuse_tree=reuse_tree, output=output or "descend",
+                max_idle_iterations=max_idle_iterations or 1000, progress=progress,
+            )
+            self.lam = self.paper.lam
+            return
+        if not (isinstance(lam, (int, float)) and not isinstance(lam, bool) and 0 < lam < math.inf):
+            raise DiffalignError(f"lam must be a positive finite number for the exact dts, got {lam!r} "
+                                 "(lam=inf is a search: use dts-star, or preset='paper')")
+        children = 2.0 if children is None else children
+        if isinstance(children, bool) or not isinstance(children, (int, float)) or not children >= 1:
+            raise DiffalignError(f"children must be a number >= 1, got {children!r}")
+        allocation = allocation or "uniform"
+        if allocation not in ALLOCATIONS:
+            raise choice_error("allocation", allocation, list(ALLOCATIONS))
+        exploration = 0.2 if exploration is None else exploration
+        if not (isinstance(exploration, (int, float)) and 0 < exploration <= 1):
+            raise DiffalignError(f"exploration must lie in (0, 1], got {exploration!r}")
         if nonfinite_reward not in NONFINITE_CHOICES:
             raise choice_error("nonfinite_reward", nonfinite_reward, list(NONFINITE_CHOICES))
-        if output not in OUTPUT_CHOICES:
-            raise choice_error("output", output, list(OUTPUT_CHOICES))
-        if output == "reweight" and math.isinf(lam):
-            raise DiffalignError("output='reweight' needs a finite lam (it weights samples by exp(lam r))")
         if on_memory_full not in MEMORY_CHOICES:
             raise choice_error("on_memory_full", on_memory_full, list(MEMORY_CHOICES))
         if isinstance(storage_dtype, str):
@@ -156,79 +244,59 @@ class DTSSampler(Sampler):
             storage_dtype = DTYPES[storage_dtype]
         if max_memory_bytes is not None:
             check_positive_int("max_memory_bytes", max_memory_bytes)
+        if branch_every is not None:
+            check_positive_int("branch_every", branch_every)
         self.lam = float(lam)
-        self.c_pw, self.alpha, self.c_uct = float(c_pw), float(alpha), float(c_uct)
+        self.children = float(children)
         self.branch_every, self.branch_steps = branch_every, branch_steps
-        self.leaves_per_iteration = check_positive_int("leaves_per_iteration", leaves_per_iteration)
+        self.allocation, self.exploration = allocation, float(exploration)
+        self.rows = check_positive_int("leaves_per_iteration", leaves_per_iteration or DEFAULT_ROWS)
         self.kernel, self.kernel_options = kernel, dict(kernel_options or {})
         self.max_memory_bytes, self.on_memory_full = max_memory_bytes, on_memory_full
         self.storage_dtype, self.storage_device = storage_dtype, storage_device
         self.nonfinite_reward = nonfinite_reward
         self.reuse_tree = bool(reuse_tree)
-        self.output = output
-        self.max_idle_iterations = check_positive_int("max_idle_iterations", max_idle_iterations)
-        self.tree: Optional[DiffusionTree] = None
-        self._tree_key: Optional[tuple] = None
-        self._last_reward = None
+        self.forest: Optional[Forest] = None
+        self._forest_key: Optional[tuple] = None
 
-    # -- selection rules (DTS: Boltzmann; DTS*: UCT) ------------------------------------------------
-    def choose_child(self, tree: DiffusionTree, node: int, rng: np.random.Generator) -> tuple[int, float]:
-        """The child to descend into, and the probability with which it was chosen."""
-        kids = tree.children[node]
-        probs = tree_math.boltzmann_probabilities(tree.value[kids], self.lam)
-        i = tree_math.sample_index(probs, rng)
-        return kids[i], float(probs[i])
+    @property
+    def tree(self):
+        """The paper preset's tree (``DiffusionTree``), or the exact preset's pooled :class:`Forest`."""
+        return self.paper.tree if self.paper is not None else self.forest
 
-    def select(self, tree: DiffusionTree, rng: np.random.Generator,
-               pending: Optional[dict[int, int]] = None) -> tuple[Optional[int], float]:
-        """Descend to a node to expand (or a terminal, or None), counting a visit on every node passed.
-
-        ``pending`` counts the children already promised to each node by earlier selections of the
-        same batch; widening counts them too, so a batch widens exactly as the same selections made
-        one at a time would (otherwise 16 selections of a fresh node would give it 16 children).
-
-        Also returns the log design weight of the descent, sum of -log(|children| P(chosen child)):
-        the importance weight of this selection against a descent that picks children uniformly
-        (used by ``output="reweight"``).
-        """
-        pending = {} if pending is None else pending
-        node, log_weight = ROOT, 0.0
-        while True:
-            tree.visits[node] += 1
-            children = len(tree.children[node]) + pending.get(node, 0)
-            if tree.is_terminal(node) or tree_math.may_widen(children, tree.visits[node], self.c_pw, self.alpha):
-                return node, log_weight
-            if not tree.children[node]:
-                return None, log_weight  # fully widened, but its children are still being rolled out in this batch
-            count = len(tree.children[node])
-            node, probability = self.choose_child(tree, node, rng)
-            log_weight -= math.log(count * probability)
-
-    # -- the public entry points ----------------------------------------------------------------------
+    # -- entry points ----------------------------------------------------------------------------------
     def _sample(self, model, reward, num_samples, nfe, steps, generator, cond):
+        if self.paper is not None:
+            self.paper.name = self.name
+            return self.paper._sample(model, reward, num_samples, nfe, steps, generator, cond)
         if nfe is None:
             raise DiffalignError(f"{self.name} needs an nfe budget")
         kernel = resolve_kernel(model, self.kernel, **self.kernel_options)
         if not kernel.stochastic:
             raise DiffalignError(f"{self.name} needs a stochastic base kernel to branch; got {kernel!r}")
         encoded = single_condition(model, cond, self.name)
-        rollout_cost = steps * model.evals_for(encoded)
-        if nfe < rollout_cost:
-            raise too_small_budget(self.name, nfe, rollout_cost, f"one rollout of {steps} steps")
-        # the user's own objects identify a tree (``reward`` may be a fresh wrapper of their callable)
+        evals = model.evals_for(encoded)
+        if nfe < steps * evals:
+            raise too_small_budget(self.name, nfe, steps * evals, f"one rollout of {steps} steps")
+        if self.branch_steps is None and self.branch_every is None:
+            levels = default_branch_steps(steps)
+        else:
+            levels = branching_steps(steps, self.branch_every, self.branch_steps)[1:-1]
         key = (id(model.inner), id(getattr(reward, "fn", reward)), _cond_key(cond), steps)
-        if not (self.reuse_tree and self.tree is not None and self._tree_key == key):
-            levels = branching_steps(steps, self.branch_every, self.branch_steps)
-            device = self.storage_device or model.device
-            self.tree = DiffusionTree(model.shape, levels, self.storage_dtype, device, self.max_memory_bytes)
-            self._tree_key = key
-        self._last_reward = reward
-        # selection randomness comes from its own stream, so model noise matches ancestral sampling
-        rng = np.random.default_rng(generator.initial_seed())
-        info = self._grow(self.tree, model, reward, kernel, model.schedule.time_grid(steps), encoded, generator, rng, nfe)
-        out = self._output(self.tree, num_samples, rng)
+        if not (self.reuse_tree and self.forest is not None and self._forest_key == key):
+            self.forest, self._forest_key = Forest(), key
+        forest = self.forest
+        bytes_per_node = math.prod(model.shape) * torch.empty((), dtype=self.storage_dtype).element_size()
+        forest.bytes_per_node = bytes_per_node
+        roots, extras, memory_full = self._plan(forest, steps, levels, evals, nfe, bytes_per_node)
+        grid = model.schedule.time_grid(steps)
+        info = self._grow(forest, model, reward, kernel, grid, encoded, generator, levels, roots, extras, evals,
+                          memory_full)
+        out = self._output(forest, num_samples, generator)
         out.info.update(info)
-        if info["memory_full"]:
+        out.info["bytes_per_node"] = bytes_per_node
+        out.info["state_bytes"] = forest.peak_nodes * bytes_per_node
+        if memory_full:
             warnings.warn(
                 f"{self.name}: the tree filled max_memory_bytes={self.max_memory_bytes} after {info['tree_nfe']} NFE "
                 f"({info['nodes']} nodes); it stopped growing and sampled from the tree it had "
@@ -238,183 +306,165 @@ class DTSSampler(Sampler):
         return out
 
     def draw(self, num_samples: int, seed: int = 0) -> SampleOutput:
-        """More samples from the current tree, with no model calls (DTS is anytime)."""
-        if self.tree is None or not self.tree.terminal_nodes:
+        """More samples from the current tree, with no model calls (anytime)."""
+        if self.paper is not None:
+            return self.paper.draw(num_samples, seed)
+        if self.forest is None or not self.forest.leaves:
             raise DiffalignError(f"{self.name} has no tree yet: call sample() first")
-        return self._output(self.tree, check_positive_int("num_samples", num_samples), np.random.default_rng(seed))
+        generator = torch.Generator().manual_seed(seed)
+        return self._output(self.forest, check_positive_int("num_samples", num_samples), generator)
 
-    # -- growing the tree ------------------------------------------------------------------------------
-    def _grow(self, tree, model, reward, kernel, grid, cond, generator, rng, budget) -> dict[str, Any]:
-        evals = model.evals_for(cond)
-        spent_before, memory_full, idle, nonfinite = tree.nfe, False, 0, 0
-        bar = self.progress_bar(total=budget, desc=self.name, unit="nfe")
-        while True:
-            left = budget - (tree.nfe - spent_before)
-            expand, log_weights, cost, new_nodes, pending, selections = [], [], 0, 0, {}, 0
-            # A selection that ends on a terminal expands nothing (a fully widened node chose an
-            # existing sample); keep selecting so the batched model calls stay full, up to a cap.
-            while len(expand) < self.leaves_per_iteration and selections < SELECTIONS_PER_SLOT * self.leaves_per_iteration:
-                selections += 1
-                node, log_weight = self.select(tree, rng, pending)
-                if node is None or tree.is_terminal(node):
-                    continue
-                start = tree.level_steps[tree.level[node]] if node != ROOT else 0
-                row_cost = (len(grid) - 1 - start) * evals
-                row_nodes = tree.terminal_level - tree.level[node]
-                if cost + row_cost > left:
-                    break
-                if not tree.can_add(new_nodes + row_nodes):
-                    memory_full = True
-                    break
-                expand.append(node)
-                log_weights.append(log_weight)
-                pending[node] = pending.get(node, 0) + 1
-                cost, new_nodes = cost + row_cost, new_nodes + row_nodes
-            tree.iterations += selections
-            if memory_full and self.on_memory_full == "error":
-                raise DiffalignError(
-                    f"{self.name}: tree memory budget of {self.max_memory_bytes} bytes is full "
-                    f"({tree.num_nodes} nodes); raise max_memory_bytes or use on_memory_full='stop'"
-                )
-            if expand:
-                leaves, x0 = self._expand(tree, model, kernel, grid, cond, generator, expand)
-                rewards = evaluate_reward(reward, model, x0, 512).double().cpu().numpy()
-                bad = ~np.isfinite(rewards)
+    # -- planning -------------------------------------------------------------------------------------------
+    def _plan(self, forest, steps, levels, evals, budget, bytes_per_node):
+        """Roots and extra children per level that the budget (and the memory cap) allow."""
+        remaining = [steps - s for s in levels]
+        fill = self.children > 1
+
+        def full_cost(roots):  # the unconstrained plan's cost
+            extras = plan_extra_children(roots, remaining, self.children, evals, 1 << 62, False)[0]
+            return evals * (roots * steps + sum(m * r for m, r in zip(extras, remaining)))
+
+        hi = budget // (steps * evals)
+        roots = max(1, _largest(lambda n: full_cost(n) <= budget, hi))
+        memory_full = False
+        if self.max_memory_bytes is not None:
+            have = sum(len(x) for x in forest.leaves)
+            cap = self.max_memory_bytes // bytes_per_node - have
+            if stored_nodes(1, [0] * len(levels)) > cap:
+                raise DiffalignError(f"max_memory_bytes={self.max_memory_bytes} cannot hold even one path "
+                                     f"({len(levels) + 1} nodes x {bytes_per_node} bytes)")
+
+            def fits(n, fill_budget=False):
+                extras = plan_extra_children(n, remaining, self.children, evals, budget - n * steps * evals,
+                                             fill_budget)[0]
+                return stored_nodes(n, extras) <= cap
+
+            if not fits(roots, fill):
+                memory_full = True
+                if self.on_memory_full == "error":
+                    raise DiffalignError(
+                        f"{self.name}: tree memory budget of {self.max_memory_bytes} bytes is full; raise "
+                        "max_memory_bytes or use on_memory_full='stop'")
+                roots = max(1, _largest(fits, roots))
+                extras = plan_extra_children(roots, remaining, self.children, evals, budget - roots * steps * evals, False)[0]
+                return roots, extras, memory_full
+        extras = plan_extra_children(roots, remaining, self.children, evals, budget - roots * steps * evals, fill)[0]
+        return roots, extras, memory_full
+
+    # -- growing ---------------------------------------------------------------------------------------------
+    def _grow(self, forest, model, reward, kernel, grid, cond, generator, levels, roots, extras, evals, memory_full):
+        steps = len(grid) - 1
+        storage_device = torch.device(self.storage_device) if self.storage_device else model.device
+        total = evals * (roots * steps + sum(m * (steps - s) for m, s in zip(extras, levels)))
+        bar = self.progress_bar(total=total, desc=self.name, unit="nfe")
+        nonfinite = 0
+        # node arrays per level: states (model device), log mass of the rollout passing through, reward below
+        level_states: list[list[torch.Tensor]] = [[] for _ in levels]
+        level_mass: list[list[torch.Tensor]] = [[] for _ in levels]
+        level_reward: list[list[torch.Tensor]] = [[] for _ in levels]
+        counts = [roots]
+        for m in extras:
+            counts.append(counts[-1] + m)
+        log_beta = [math.log(counts[i] / counts[i + 1]) for i in range(len(levels))]
+        nodes_stored = 0
+        previous_leaves = sum(len(x) for x in forest.leaves)
+
+        def launch(x_start, start_level, log_mass):
+            """Roll rows out from level ``start_level`` (0: fresh noise) to x0, recording the levels below."""
+            nonlocal nonfinite, nodes_stored
+            start = 0 if start_level == 0 else levels[start_level - 1]
+            record = {s: i for i, s in enumerate(levels) if s > start}
+            for lo in range(0, len(log_mass), self.rows):
+                hi = min(len(log_mass), lo + self.rows)
+                x = initial_noise(model, hi - lo, generator) if x_start is None else x_start[lo:hi].to(model.device, model.dtype)
+                rows_cond = index_condition(cond, torch.zeros(hi - lo, dtype=torch.long, device=model.device))
+                passed = []
+                for i in range(start, steps):
+                    pred = model.predict(x, grid[i], rows_cond)
+                    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+                    x = kernel.step(pred, grid[i + 1], noise)
+                    if i + 1 in record:
+                        passed.append((record[i + 1], x))
+                    bar.update(evals * (hi - lo))
+                r = evaluate_reward(reward, model, x, DEFAULT_ROWS).double().cpu()
+                bad = ~torch.isfinite(r)
                 if bad.any():
                     if self.nonfinite_reward == "error":
-                        raise DiffalignError(f"{self.name}: reward returned {rewards[bad][0]} (nonfinite_reward='error')")
-                    rewards[bad] = -np.inf
+                        raise DiffalignError(f"{self.name}: reward returned {r[bad][0].item()} (nonfinite_reward='error')")
+                    r[bad] = -math.inf
                     nonfinite += int(bad.sum())
-                tree.backup(leaves, rewards, self.lam)
-                tree.log_weight[leaves] = log_weights
-                tree.nfe += cost
-                bar.update(cost)
-                idle = 0
-            else:
-                idle += 1
-            cheapest = evals * (len(grid) - 1 - tree.level_steps[tree.terminal_level - 1])
-            if memory_full or budget - (tree.nfe - spent_before) < cheapest or idle >= self.max_idle_iterations:
-                break
-        if bar.n < bar.total:  # stopped early (memory, idle): end the bar where it is, not at "0%, ETA 70 h"
-            bar.total = bar.n
-            bar.set_postfix_str("tree memory full" if memory_full else "stopped", refresh=False)
+                mass = log_mass[lo:hi]
+                for level, state in passed:  # the rollout carries beta of its mass past each level
+                    level_states[level].append(state)
+                    level_mass[level].append(mass.clone())
+                    level_reward[level].append(r)
+                    mass = mass + log_beta[level]
+                forest.leaves.append(x.to(device=storage_device, dtype=self.storage_dtype))
+                forest.log_mass.append(mass)
+                forest.rewards.append(r)
+                nodes_stored += (hi - lo) * (1 + len(passed))
+            forest.rollout_steps += len(log_mass) * steps
+
+        launch(None, 0, torch.zeros(roots, dtype=torch.float64))
+        forest.roots += roots
+        for level, m in enumerate(extras):
+            if m == 0 or not level_states[level]:
+                level_states[level] = []
+                continue
+            states = torch.cat(level_states[level])
+            mass, value = torch.cat(level_mass[level]), torch.cat(level_reward[level])
+            log_q = tree_math.allocation_log_probabilities(mass, value, self.lam, self.exploration,
+                                                           self.allocation == "value")
+            u = torch.rand((), generator=generator, dtype=torch.float64, device=generator.device).item()
+            n = tree_math.systematic_counts(log_q, m, u)
+            parents = torch.repeat_interleave(torch.arange(len(n)), n)
+            child_mass = mass[parents] + math.log1p(-math.exp(log_beta[level])) - math.log(m) - log_q[parents]
+            level_states[level] = []  # the states below are recorded afresh by the children
+            launch(states[parents.to(states.device)], level + 1, child_mass)
+            forest.stages += 1
+        forest.nfe += total
+        forest.peak_nodes = max(forest.peak_nodes, previous_leaves + nodes_stored)
+        if memory_full:
+            bar.set_postfix_str("tree memory full", refresh=False)
         bar.close()
+        leaves = sum(len(x) for x in forest.leaves)
         return {
-            "nodes": tree.num_nodes,
-            "terminals": len(tree.terminal_nodes),
-            "state_bytes": tree.state_bytes,
-            "bytes_per_node": tree.bytes_per_node,
-            "iterations": tree.iterations,
-            "tree_nfe": tree.nfe,
+            "nodes": nodes_stored,
+            "terminals": leaves,
+            "roots": forest.roots,
+            "iterations": forest.stages,
+            "tree_nfe": forest.nfe,
             "memory_full": memory_full,
             "nonfinite_rewards": nonfinite,
+            "prefix_reuse": 1.0 - forest.nfe / (evals * forest.rollout_steps) if forest.rollout_steps else 0.0,
         }
 
-    def _expand(self, tree, model, kernel, grid, cond, generator, nodes: list[int]):
-        """One new child per node, rolled out to x0 with one batched model call per step.
-
-        Rows start at different steps (their node's level); rows from the root start from fresh
-        noise. Returns the new terminal nodes and their x0 (in model dtype).
-        """
-        rows = len(nodes)
-        from_root = [i for i, n in enumerate(nodes) if n == ROOT]
-        x = torch.empty((rows, *model.shape), device=model.device, dtype=model.dtype)
-        if from_root:
-            x[from_root] = initial_noise(model, len(from_root), generator)
-        deeper = [i for i, n in enumerate(nodes) if n != ROOT]
-        if deeper:
-            x[deeper] = tree.state([nodes[i] for i in deeper]).to(device=model.device, dtype=model.dtype)
-        last = list(nodes)
-        if from_root:  # the new level-0 children of the root hold the fresh noise
-            for i, node in zip(from_root, tree.add([ROOT] * len(from_root), x[from_root])):
-                last[i] = node
-        step = torch.tensor([tree.level_steps[tree.level[n]] for n in last], device=model.device)
-        level_of_step = {s: lvl for lvl, s in enumerate(tree.level_steps)}
-        final = len(grid) - 1
-        rows_cond = index_condition(cond, torch.zeros(rows, dtype=torch.long, device=model.device))
-        while True:
-            active = (step < final).nonzero().flatten()
-            if len(active) == 0:
-                break
-            s = step[active]
-            pred = model.predict(x[active], grid[s.cpu()].to(model.device), index_condition(rows_cond, active))
-            noise = torch.randn((len(active), *model.shape), generator=generator, device=model.device, dtype=model.dtype)
-            x[active] = kernel(pred, grid[(s + 1).cpu()].to(model.device)).sample(noise)
-            step[active] = s + 1
-            arrived = [int(i) for i in active.tolist() if int(step[i]) in level_of_step]
-            if arrived:
-                for i, node in zip(arrived, tree.add([last[i] for i in arrived], x[arrived])):
-                    last[i] = node
-        return last, x
-
-    # -- output ------------------------------------------------------------------------------------------
-    def _output(self, tree: DiffusionTree, num_samples: int, rng: np.random.Generator) -> SampleOutput:
-        if self.greedy_output:
-            terminals = tree.terminals()
-            order = np.argsort(-tree.value[terminals], kind="stable")
-            chosen = terminals[order[np.arange(num_samples) % len(order)]]
-            ess = None  # a search: no weights to resample from
-        elif self.output == "reweight":
-            terminals = tree.terminals()
-            logits = tree.log_weight[terminals] + self.lam * tree.value[terminals]
-            if not np.isfinite(logits.max()):
-                raise DiffalignError(f"{self.name}: every sample in the tree has reward -inf; nothing to resample")
-            weights = np.exp(logits - logits.max())
-            chosen = terminals[rng.choice(len(terminals), size=num_samples, p=weights / weights.sum())]
-            ess = tree_math.effective_sample_size(weights)
-        else:
-            chosen = np.array([self._descend(tree, rng) for _ in range(num_samples)], dtype=np.int64)
-            ess = tree_math.effective_sample_size(self._descent_probabilities(tree))
-        samples = tree.state(chosen.tolist()).to(torch.float32 if tree.storage_dtype != torch.float64 else torch.float64)
-        rewards = torch.as_tensor(tree.value[chosen], dtype=torch.float32)
-        return SampleOutput(samples, rewards, nfe=0, info={"nodes_chosen": torch.as_tensor(chosen), "ess": ess})
-
-    def _descent_probabilities(self, tree: DiffusionTree) -> np.ndarray:
-        """Probability that one descent ends at each terminal (the distribution the output samples)."""
-        reach, stack, leaves = {ROOT: 1.0}, [ROOT], []
-        while stack:
-            node = stack.pop()
-            if tree.is_terminal(node):
-                leaves.append(reach[node])
-                continue
-            kids = tree.children[node]
-            for kid, p in zip(kids, tree_math.boltzmann_probabilities(tree.value[kids], self.lam)):
-                reach[kid] = reach[node] * p
-                stack.append(kid)
-        return np.array(leaves)
-
-    def _descend(self, tree: DiffusionTree, rng: np.random.Generator) -> int:
-        node = ROOT
-        while not tree.is_terminal(node):
-            kids = tree.children[node]
-            node = kids[tree_math.sample_index(tree_math.boltzmann_probabilities(tree.value[kids], self.lam), rng)]
-        return node
+    # -- output ------------------------------------------------------------------------------------------------
+    def _output(self, forest: Forest, num_samples: int, generator: torch.Generator) -> SampleOutput:
+        leaves, log_mass, rewards = forest.cat()
+        log_w = torch.where(torch.isfinite(rewards), log_mass + self.lam * rewards, torch.full_like(rewards, -math.inf))
+        if not torch.isfinite(log_w.max()):
+            raise DiffalignError(f"{self.name}: every sample in the tree has reward -inf (or NaN/+inf); nothing to resample")
+        chosen = multinomial_resample(log_w, num_samples, generator).to(leaves.device)
+        samples = leaves[chosen].to(torch.float64 if self.storage_dtype == torch.float64 else torch.float32)
+        log_z = float(torch.logsumexp(log_w, 0) - math.log(forest.roots))
+        return SampleOutput(samples, rewards[chosen.cpu()].float(), nfe=0,
+                            info={"ess": effective_sample_size(log_w), "log_z": log_z})
 
 
 SAMPLERS.register("dts")(DTSSampler)
 
 
-class DTSStarSampler(DTSSampler):
-    """Diffusion Tree Search (DTS*): UCT selection, greedy output -- for finding high-reward samples.
-
-    Same options as :class:`DTSSampler`; ``lam = inf`` (max backup, the paper's choice for search)
-    and ``c_uct`` control the search. Returns the ``num_samples`` highest-reward samples found.
-    """
-
-    name = "dts-star"
-    greedy_output = True
-    default_lam = math.inf
-    # Search tolerates (and needs) a narrow, deep tree: see benchmarks/search.py and the README
-    default_c_pw, default_alpha, default_c_uct = 1.0, 0.5, 0.3
-
-    def choose_child(self, tree, node, rng):
-        kids = tree.children[node]
-        scores = tree_math.uct_scores(tree.value[kids], tree.visits[kids], tree.visits[node], self.c_uct)
-        best = np.flatnonzero(scores == scores.max())
-        return kids[best[rng.integers(len(best))] if len(best) > 1 else best[0]], 1.0 / len(best)
-
-
-SAMPLERS.register("dts-star")(DTSStarSampler)
+def _largest(predicate, hi: int) -> int:
+    """Largest n in [1, hi] with predicate(n) (monotone: true then false); 0 if none."""
+    lo, best = 1, 0
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        if predicate(mid):
+            best, lo = mid, mid + 1
+        else:
+            hi = mid - 1
+    return best
 
 
 def _cond_key(cond):

@@ -8,6 +8,7 @@ NaN and +inf rewards get zero weight, as in SMC and DTS.
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -53,5 +54,7 @@ class SIRSampler(Sampler):
         # NaN and +inf are broken rewards, not infinitely good ones: zero weight, as in SMC and DTS
         log_w = self.lam * torch.nan_to_num(rewards.double(), nan=-float("inf"), posinf=-float("inf"))
         chosen = multinomial_resample(log_w, num_samples, generator).to(x0.device)
+        # log of the unbiased estimate (1/M) sum exp(lam r) of Z = E_p[exp(lam r)]
+        log_z = float(torch.logsumexp(log_w, 0)) - math.log(m)
         return SampleOutput(x0[chosen], rewards[chosen], nfe=0,
-                            info={"rollouts": m, "ess": effective_sample_size(log_w)})
+                            info={"rollouts": m, "ess": effective_sample_size(log_w), "log_z": log_z})

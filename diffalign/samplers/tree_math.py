@@ -62,3 +62,44 @@ def effective_sample_size(weights: np.ndarray) -> float:
     """(sum w)^2 / sum w^2 of non-negative weights (Kong 1992): how many samples they are worth."""
     w = np.asarray(weights, dtype=np.float64)
     return float(w.sum() ** 2 / (w * w).sum()) if w.size and (w * w).sum() > 0 else 0.0
+
+
+# -- the exact tree (dts.py): allocation of extra children and the weights that keep it unbiased ------------
+
+
+def allocation_log_probabilities(log_mass, values, lam: float, exploration: float, use_values: bool):
+    """log q_i, the share of a level's extra children that node i receives (torch, float64).
+
+    Value-independent (``use_values=False``): q_i proportional to the node's mass w_i. Value-guided:
+    q = (1 - eps) softmax(log w + lam v) + eps w / sum(w), so every node keeps q_i >= eps w_i / sum(w) > 0
+    and the weights 1 / (M q_i) stay bounded. Nodes of mass 0 get q_i = 0 (and no children).
+    """
+    import torch
+
+    log_mass = torch.as_tensor(log_mass, dtype=torch.float64)
+    base = log_mass - torch.logsumexp(log_mass, 0)
+    if not use_values:
+        return base
+    v = torch.as_tensor(values, dtype=torch.float64)
+    logits = torch.where(torch.isfinite(v), log_mass + lam * v, torch.full_like(v, -torch.inf))
+    if not torch.isfinite(logits.max()):
+        return base
+    guided = logits - torch.logsumexp(logits, 0)
+    return torch.logaddexp(math.log1p(-exploration) + guided, math.log(exploration) + base)
+
+
+def systematic_counts(log_q, total: int, u: float):
+    """Counts n_i >= 0 with sum n_i = total and E[n_i] = total q_i (systematic sampling, Kitagawa 1996).
+
+    Each n_i is floor or ceil of total q_i, so the expectation holds for every i (given q), which is
+    all the tree's unbiasedness needs; the sum is exact, so a level's node count is deterministic.
+    """
+    import torch
+
+    q = torch.exp(torch.as_tensor(log_q, dtype=torch.float64))
+    q = q / q.sum()
+    edges = torch.cumsum(q, 0) * total
+    edges[-1] = float(total)
+    points = u + torch.arange(total, dtype=torch.float64)
+    owners = torch.searchsorted(edges, points, right=True).clamp(max=len(q) - 1)
+    return torch.bincount(owners, minlength=len(q))

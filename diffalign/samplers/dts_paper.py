@@ -1,0 +1,431 @@
+"""The paper's DTS and DTS* (Jain et al., "Diffusion Tree Sampling", NeurIPS 2025, arXiv 2506.20701).
+
+``da.samplers.get("dts", preset="paper")`` runs :class:`PaperDTSSampler`; ``"dts-star"`` runs
+:class:`DTSStarSampler`. The default ``dts`` is the exact tree sampler of ``dts.py``.
+
+The tree reuses every rollout: a node is a partially denoised state, its soft value estimates
+V_t(x_t) = (1/lambda) log E[exp(lambda r(x0)) | x_t], and new children are drawn from the *base*
+stochastic kernel (their Prop. 1 claims convergence to pi*(x0) proportional to p(x0) exp(lambda r(x0))).
+
+One iteration (their Algorithm 1), batched over ``leaves_per_iteration`` selections:
+
+1. *select*: from the dummy root, descend while a node is fully widened (|children| >= C N^alpha),
+   choosing a child with probability proportional to exp(lambda v) (DTS) or by UCT (DTS*);
+   visit counts are incremented on the way down, so the selections of one batch spread out;
+2. *expand + roll out*: each selected node gets one new child from the base kernel, and the rollout
+   continues to x0, adding a node at every branching level. All rollouts advance together, one
+   batched model call per step;
+3. *reward*: r(x0) for each new sample -- the only reward calls;
+4. *backup*: soft values (log-mean-exp over all children; max for lambda = inf) from the new
+   leaves to the root.
+
+Output: DTS draws each sample by descending from the root with P(child) proportional to
+exp(lambda v), which needs no model call -- the method is anytime (see ``draw``).
+
+**Measured bias.** With the paper's widening (c_pw = 2, alpha = 0.8) this output under-tilts at every
+budget we can afford, and the error does not fall with budget: on the linear-Gaussian oracle the
+tilted mean is 0.51-0.55 against the exact 0.71 at 2k-8k rollouts (benchmarks/dts_bias.py), and on
+the 2-D GMM the mode TV stays near 0.11 from 1e4 to 1e6 NFE while SIR falls below 0.01
+(benchmarks/gmm.py). The cause is the sample mean under data-dependent allocation: a child whose
+first rollouts scored high is selected, widened and averaged down by later rollouts, while a child
+that scored low is left alone. The default ``dts`` (``dts.py``) is exact instead.
+
+``output="reweight"`` (experimental, not in the paper) instead resamples the tree's samples with
+their selection's importance weight against a uniform descent. It is a heuristic correction, not
+exact: a uniform descent over an adaptively widened tree is not the base law (a node's child count
+depends on its children's values), selections discarded within a batch condition the proposal, and
+-inf children change the support. It shrinks the descent's bias on the Gaussian oracle
+(benchmarks/dts_bias.py) without any guarantee.
+DTS* returns the highest-reward samples it found.
+
+Bounded memory: ``max_memory_bytes`` caps stored states. When the next batch of nodes would not
+fit, the search stops growing the tree and samples from the tree it has (``on_memory_full="stop"``,
+the default; ``out.info["memory_full"]`` says so) or raises (``"error"``).
+
+Non-finite rewards: ``nonfinite_reward="-inf"`` (default) scores NaN/inf samples as -inf, so they get
+zero probability and never poison a soft value; ``"error"`` raises instead.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from ..errors import DiffalignError, SamplingWarning, choice_error
+from ..kernels import Kernel
+from ..models.conditioning import index_condition
+from . import tree_math
+from .base import SampleOutput, Sampler, check_positive_int, too_small_budget
+from .registry import SAMPLERS
+from .rollout import evaluate_reward, initial_noise, resolve_kernel, single_condition
+from .tree import ROOT, DiffusionTree
+
+NONFINITE_CHOICES = ("-inf", "error")
+OUTPUT_CHOICES = ("descend", "reweight")
+MEMORY_CHOICES = ("stop", "error")
+# selections tried per free row of a batch before the batch is expanded as it is
+SELECTIONS_PER_SLOT = 16
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+def branching_steps(steps: int, branch_every: Optional[int], branch_steps: Optional[list[int]]) -> list[int]:
+    """Step indices of the tree levels: 0 (x_1), the branching steps, and ``steps`` (x_0)."""
+    if branch_steps is not None:
+        inner = sorted(set(int(s) for s in branch_steps))
+        if any(s <= 0 or s >= steps for s in inner):
+            raise DiffalignError(f"branch_steps must lie strictly between 0 and steps={steps}, got {branch_steps}")
+    else:
+        every = check_positive_int("branch_every", branch_every)
+        inner = list(range(every, steps, every))
+    return [0, *inner, steps]
+
+
+class PaperDTSSampler(Sampler):
+    """Diffusion Tree Sampling as in the paper (``dts`` with ``preset="paper"``): biased at finite budgets.
+
+    Args:
+        lam: inverse temperature lambda (> 0; ``float("inf")`` makes backups and selection greedy);
+            default 1 for DTS and inf (max backup) for DTS*.
+        c_pw, alpha: progressive widening, a node widens while |children| < c_pw N^alpha. Default: the
+            paper's (2, 0.8). Real branching under-tilts at finite budgets (module docstring,
+            benchmarks/dts_bias.py). DTS* (search, where that bias is harmless) defaults to (1, 0.5)
+            with c_uct = 0.3.
+        branch_every: steps between branching levels (paper: 10 of 50 steps); or ``branch_steps``,
+            an explicit list of step indices.
+        leaves_per_iteration: selections expanded together (one batched model call per step).
+            Selections that end on an existing sample expand nothing, so up to 16 selections per row
+            are tried to fill the batch; widening counts the children promised earlier in the batch.
+        kernel: the base stochastic kernel (default: DDPM for VP models, the flow SDE for flow models).
+        max_memory_bytes: cap on stored node states; ``on_memory_full`` is "stop" or "error".
+        storage_dtype, storage_device: where node states live (e.g. "float16", "cpu").
+        nonfinite_reward: "-inf" (default) or "error".
+        reuse_tree: if True, a second :meth:`sample` call with the same model, reward, condition and
+            steps grows the existing tree by ``nfe`` more evaluations instead of starting afresh.
+        output: "descend" (the paper's Algorithm 2: root to leaf with P(child) proportional to
+            exp(lambda v)) or "reweight" (experimental, not in the paper): resample the tree's samples
+            proportionally to w exp(lambda r), where w is the importance weight of the selection that
+            produced each one against a uniform descent -- a heuristic against the adaptive-allocation
+            bias described above, not exact: uniform descent over an adaptively widened tree is not
+            the base law, discarded selections condition the proposal and -inf children change the
+            support. Measured in benchmarks/dts_bias.py.
+    """
+
+    name = "dts"
+    pools_samples = True
+    needs_reward = True
+    greedy_output = False
+    default_lam = 1.0
+    default_c_pw, default_alpha, default_c_uct = 2.0, 0.8, 1.0
+
+    def __init__(
+        self,
+        lam: Optional[float] = None,
+        c_pw: Optional[float] = None,
+        alpha: Optional[float] = None,
+        c_uct: Optional[float] = None,
+        branch_every: Optional[int] = 10,
+        branch_steps: Optional[list[int]] = None,
+        leaves_per_iteration: int = 16,
+        kernel: Optional[str | Kernel] = None,
+        kernel_options: Optional[dict] = None,
+        max_memory_bytes: Optional[int] = None,
+        on_memory_full: str = "stop",
+        storage_dtype: str | torch.dtype = "float32",
+        storage_device: Optional[str] = None,
+        nonfinite_reward: str = "-inf",
+        reuse_tree: bool = False,
+        output: str = "descend",
+        max_idle_iterations: int = 1000,
+        progress: Optional[bool] = None,
+    ):
+        super().__init__(progress=progress)
+        lam = self.default_lam if lam is None else lam
+        c_pw = self.default_c_pw if c_pw is None else c_pw
+        alpha = self.default_alpha if alpha is None else alpha
+        c_uct = self.default_c_uct if c_uct is None else c_uct
+        if not (isinstance(lam, (int, float)) and lam > 0):
+            raise DiffalignError(f"lam must be a positive number (or inf), got {lam!r}")
+        if not c_pw > 0 or not 0 <= alpha <= 1:
+            raise DiffalignError(f"progressive widening needs c_pw > 0 and 0 <= alpha <= 1, got c_pw={c_pw}, alpha={alpha}")
+        if nonfinite_reward not in NONFINITE_CHOICES:
+            raise choice_error("nonfinite_reward", nonfinite_reward, list(NONFINITE_CHOICES))
+        if output not in OUTPUT_CHOICES:
+            raise choice_error("output", output, list(OUTPUT_CHOICES))
+        if output == "reweight" and math.isinf(lam):
+            raise DiffalignError("output='reweight' needs a finite lam (it weights samples by exp(lam r))")
+        if on_memory_full not in MEMORY_CHOICES:
+            raise choice_error("on_memory_full", on_memory_full, list(MEMORY_CHOICES))
+        if isinstance(storage_dtype, str):
+            if storage_dtype not in DTYPES:
+                raise choice_error("storage_dtype", storage_dtype, list(DTYPES))
+            storage_dtype = DTYPES[storage_dtype]
+        if max_memory_bytes is not None:
+            check_positive_int("max_memory_bytes", max_memory_bytes)
+        self.lam = float(lam)
+        self.c_pw, self.alpha, self.c_uct = float(c_pw), float(alpha), float(c_uct)
+        self.branch_every, self.branch_steps = branch_every, branch_steps
+        self.leaves_per_iteration = check_positive_int("leaves_per_iteration", leaves_per_iteration)
+        self.kernel, self.kernel_options = kernel, dict(kernel_options or {})
+        self.max_memory_bytes, self.on_memory_full = max_memory_bytes, on_memory_full
+        self.storage_dtype, self.storage_device = storage_dtype, storage_device
+        self.nonfinite_reward = nonfinite_reward
+        self.reuse_tree = bool(reuse_tree)
+        self.output = output
+        self.max_idle_iterations = check_positive_int("max_idle_iterations", max_idle_iterations)
+        self.tree: Optional[DiffusionTree] = None
+        self._tree_key: Optional[tuple] = None
+        self._last_reward = None
+
+    # -- selection rules (DTS: Boltzmann; DTS*: UCT) ------------------------------------------------
+    def choose_child(self, tree: DiffusionTree, node: int, rng: np.random.Generator) -> tuple[int, float]:
+        """The child to descend into, and the probability with which it was chosen."""
+        kids = tree.children[node]
+        probs = tree_math.boltzmann_probabilities(tree.value[kids], self.lam)
+        i = tree_math.sample_index(probs, rng)
+        return kids[i], float(probs[i])
+
+    def select(self, tree: DiffusionTree, rng: np.random.Generator,
+               pending: Optional[dict[int, int]] = None) -> tuple[Optional[int], float]:
+        """Descend to a node to expand (or a terminal, or None), counting a visit on every node passed.
+
+        ``pending`` counts the children already promised to each node by earlier selections of the
+        same batch; widening counts them too, so a batch widens exactly as the same selections made
+        one at a time would (otherwise 16 selections of a fresh node would give it 16 children).
+
+        Also returns the log design weight of the descent, sum of -log(|children| P(chosen child)):
+        the importance weight of this selection against a descent that picks children uniformly
+        (used by ``output="reweight"``).
+        """
+        pending = {} if pending is None else pending
+        node, log_weight = ROOT, 0.0
+        while True:
+            tree.visits[node] += 1
+            children = len(tree.children[node]) + pending.get(node, 0)
+            if tree.is_terminal(node) or tree_math.may_widen(children, tree.visits[node], self.c_pw, self.alpha):
+                return node, log_weight
+            if not tree.children[node]:
+                return None, log_weight  # fully widened, but its children are still being rolled out in this batch
+            count = len(tree.children[node])
+            node, probability = self.choose_child(tree, node, rng)
+            log_weight -= math.log(count * probability)
+
+    # -- the public entry points ----------------------------------------------------------------------
+    def _sample(self, model, reward, num_samples, nfe, steps, generator, cond):
+        if nfe is None:
+            raise DiffalignError(f"{self.name} needs an nfe budget")
+        kernel = resolve_kernel(model, self.kernel, **self.kernel_options)
+        if not kernel.stochastic:
+            raise DiffalignError(f"{self.name} needs a stochastic base kernel to branch; got {kernel!r}")
+        encoded = single_condition(model, cond, self.name)
+        rollout_cost = steps * model.evals_for(encoded)
+        if nfe < rollout_cost:
+            raise too_small_budget(self.name, nfe, rollout_cost, f"one rollout of {steps} steps")
+        # the user's own objects identify a tree (``reward`` may be a fresh wrapper of their callable)
+        key = (id(model.inner), id(getattr(reward, "fn", reward)), _cond_key(cond), steps)
+        if not (self.reuse_tree and self.tree is not None and self._tree_key == key):
+            levels = branching_steps(steps, self.branch_every, self.branch_steps)
+            device = self.storage_device or model.device
+            self.tree = DiffusionTree(model.shape, levels, self.storage_dtype, device, self.max_memory_bytes)
+            self._tree_key = key
+        self._last_reward = reward
+        # selection randomness comes from its own stream, so model noise matches ancestral sampling
+        rng = np.random.default_rng(generator.initial_seed())
+        info = self._grow(self.tree, model, reward, kernel, model.schedule.time_grid(steps), encoded, generator, rng, nfe)
+        out = self._output(self.tree, num_samples, rng)
+        out.info.update(info)
+        if info["memory_full"]:
+            warnings.warn(
+                f"{self.name}: the tree filled max_memory_bytes={self.max_memory_bytes} after {info['tree_nfe']} NFE "
+                f"({info['nodes']} nodes); it stopped growing and sampled from the tree it had "
+                "(raise max_memory_bytes, or use storage_dtype='float16')",
+                SamplingWarning, stacklevel=3,
+            )
+        return out
+
+    def draw(self, num_samples: int, seed: int = 0) -> SampleOutput:
+        """More samples from the current tree, with no model calls (DTS is anytime)."""
+        if self.tree is None or not self.tree.terminal_nodes:
+            raise DiffalignError(f"{self.name} has no tree yet: call sample() first")
+        return self._output(self.tree, check_positive_int("num_samples", num_samples), np.random.default_rng(seed))
+
+    # -- growing the tree ------------------------------------------------------------------------------
+    def _grow(self, tree, model, reward, kernel, grid, cond, generator, rng, budget) -> dict[str, Any]:
+        evals = model.evals_for(cond)
+        spent_before, memory_full, idle, nonfinite = tree.nfe, False, 0, 0
+        bar = self.progress_bar(total=budget, desc=self.name, unit="nfe")
+        while True:
+            left = budget - (tree.nfe - spent_before)
+            expand, log_weights, cost, new_nodes, pending, selections = [], [], 0, 0, {}, 0
+            # A selection that ends on a terminal expands nothing (a fully widened node chose an
+            # existing sample); keep selecting so the batched model calls stay full, up to a cap.
+            while len(expand) < self.leaves_per_iteration and selections < SELECTIONS_PER_SLOT * self.leaves_per_iteration:
+                selections += 1
+                node, log_weight = self.select(tree, rng, pending)
+                if node is None or tree.is_terminal(node):
+                    continue
+                start = tree.level_steps[tree.level[node]] if node != ROOT else 0
+                row_cost = (len(grid) - 1 - start) * evals
+                row_nodes = tree.terminal_level - tree.level[node]
+                if cost + row_cost > left:
+                    break
+                if not tree.can_add(new_nodes + row_nodes):
+                    memory_full = True
+                    break
+                expand.append(node)
+                log_weights.append(log_weight)
+                pending[node] = pending.get(node, 0) + 1
+                cost, new_nodes = cost + row_cost, new_nodes + row_nodes
+            tree.iterations += selections
+            if memory_full and self.on_memory_full == "error":
+                raise DiffalignError(
+                    f"{self.name}: tree memory budget of {self.max_memory_bytes} bytes is full "
+                    f"({tree.num_nodes} nodes); raise max_memory_bytes or use on_memory_full='stop'"
+                )
+            if expand:
+                leaves, x0 = self._expand(tree, model, kernel, grid, cond, generator, expand)
+                rewards = evaluate_reward(reward, model, x0, 512).double().cpu().numpy()
+                bad = ~np.isfinite(rewards)
+                if bad.any():
+                    if self.nonfinite_reward == "error":
+                        raise DiffalignError(f"{self.name}: reward returned {rewards[bad][0]} (nonfinite_reward='error')")
+                    rewards[bad] = -np.inf
+                    nonfinite += int(bad.sum())
+                tree.backup(leaves, rewards, self.lam)
+                tree.log_weight[leaves] = log_weights
+                tree.nfe += cost
+                bar.update(cost)
+                idle = 0
+            else:
+                idle += 1
+            cheapest = evals * (len(grid) - 1 - tree.level_steps[tree.terminal_level - 1])
+            if memory_full or budget - (tree.nfe - spent_before) < cheapest or idle >= self.max_idle_iterations:
+                break
+        if bar.n < bar.total:  # stopped early (memory, idle): end the bar where it is, not at "0%, ETA 70 h"
+            bar.total = bar.n
+            bar.set_postfix_str("tree memory full" if memory_full else "stopped", refresh=False)
+        bar.close()
+        return {
+            "nodes": tree.num_nodes,
+            "terminals": len(tree.terminal_nodes),
+            "state_bytes": tree.state_bytes,
+            "bytes_per_node": tree.bytes_per_node,
+            "iterations": tree.iterations,
+            "tree_nfe": tree.nfe,
+            "memory_full": memory_full,
+            "nonfinite_rewards": nonfinite,
+        }
+
+    def _expand(self, tree, model, kernel, grid, cond, generator, nodes: list[int]):
+        """One new child per node, rolled out to x0 with one batched model call per step.
+
+        Rows start at different steps (their node's level); rows from the root start from fresh
+        noise. Returns the new terminal nodes and their x0 (in model dtype).
+        """
+        rows = len(nodes)
+        from_root = [i for i, n in enumerate(nodes) if n == ROOT]
+        x = torch.empty((rows, *model.shape), device=model.device, dtype=model.dtype)
+        if from_root:
+            x[from_root] = initial_noise(model, len(from_root), generator)
+        deeper = [i for i, n in enumerate(nodes) if n != ROOT]
+        if deeper:
+            x[deeper] = tree.state([nodes[i] for i in deeper]).to(device=model.device, dtype=model.dtype)
+        last = list(nodes)
+        if from_root:  # the new level-0 children of the root hold the fresh noise
+            for i, node in zip(from_root, tree.add([ROOT] * len(from_root), x[from_root])):
+                last[i] = node
+        step = torch.tensor([tree.level_steps[tree.level[n]] for n in last], device=model.device)
+        level_of_step = {s: lvl for lvl, s in enumerate(tree.level_steps)}
+        final = len(grid) - 1
+        rows_cond = index_condition(cond, torch.zeros(rows, dtype=torch.long, device=model.device))
+        while True:
+            active = (step < final).nonzero().flatten()
+            if len(active) == 0:
+                break
+            s = step[active]
+            pred = model.predict(x[active], grid[s.cpu()].to(model.device), index_condition(rows_cond, active))
+            noise = torch.randn((len(active), *model.shape), generator=generator, device=model.device, dtype=model.dtype)
+            x[active] = kernel(pred, grid[(s + 1).cpu()].to(model.device)).sample(noise)
+            step[active] = s + 1
+            arrived = [int(i) for i in active.tolist() if int(step[i]) in level_of_step]
+            if arrived:
+                for i, node in zip(arrived, tree.add([last[i] for i in arrived], x[arrived])):
+                    last[i] = node
+        return last, x
+
+    # -- output ------------------------------------------------------------------------------------------
+    def _output(self, tree: DiffusionTree, num_samples: int, rng: np.random.Generator) -> SampleOutput:
+        if self.greedy_output:
+            terminals = tree.terminals()
+            order = np.argsort(-tree.value[terminals], kind="stable")
+            chosen = terminals[order[np.arange(num_samples) % len(order)]]
+            ess = None  # a search: no weights to resample from
+        elif self.output == "reweight":
+            terminals = tree.terminals()
+            logits = tree.log_weight[terminals] + self.lam * tree.value[terminals]
+            if not np.isfinite(logits.max()):
+                raise DiffalignError(f"{self.name}: every sample in the tree has reward -inf; nothing to resample")
+            weights = np.exp(logits - logits.max())
+            chosen = terminals[rng.choice(len(terminals), size=num_samples, p=weights / weights.sum())]
+            ess = tree_math.effective_sample_size(weights)
+        else:
+            chosen = np.array([self._descend(tree, rng) for _ in range(num_samples)], dtype=np.int64)
+            ess = tree_math.effective_sample_size(self._descent_probabilities(tree))
+        samples = tree.state(chosen.tolist()).to(torch.float32 if tree.storage_dtype != torch.float64 else torch.float64)
+        rewards = torch.as_tensor(tree.value[chosen], dtype=torch.float32)
+        return SampleOutput(samples, rewards, nfe=0, info={"nodes_chosen": torch.as_tensor(chosen), "ess": ess})
+
+    def _descent_probabilities(self, tree: DiffusionTree) -> np.ndarray:
+        """Probability that one descent ends at each terminal (the distribution the output samples)."""
+        reach, stack, leaves = {ROOT: 1.0}, [ROOT], []
+        while stack:
+            node = stack.pop()
+            if tree.is_terminal(node):
+                leaves.append(reach[node])
+                continue
+            kids = tree.children[node]
+            for kid, p in zip(kids, tree_math.boltzmann_probabilities(tree.value[kids], self.lam)):
+                reach[kid] = reach[node] * p
+                stack.append(kid)
+        return np.array(leaves)
+
+    def _descend(self, tree: DiffusionTree, rng: np.random.Generator) -> int:
+        node = ROOT
+        while not tree.is_terminal(node):
+            kids = tree.children[node]
+            node = kids[tree_math.sample_index(tree_math.boltzmann_probabilities(tree.value[kids], self.lam), rng)]
+        return node
+
+
+
+
+class DTSStarSampler(PaperDTSSampler):
+    """Diffusion Tree Search (DTS*): UCT selection, greedy output -- for finding high-reward samples.
+
+    Same options as :class:`PaperDTSSampler`; ``lam = inf`` (max backup, the paper's choice for search)
+    and ``c_uct`` control the search. Returns the ``num_samples`` highest-reward samples found.
+    """
+
+    name = "dts-star"
+    greedy_output = True
+    default_lam = math.inf
+    # Search tolerates (and needs) a narrow, deep tree: see benchmarks/search.py and the README
+    default_c_pw, default_alpha, default_c_uct = 1.0, 0.5, 0.3
+
+    def choose_child(self, tree, node, rng):
+        kids = tree.children[node]
+        scores = tree_math.uct_scores(tree.value[kids], tree.visits[kids], tree.visits[node], self.c_uct)
+        best = np.flatnonzero(scores == scores.max())
+        return kids[best[rng.integers(len(best))] if len(best) > 1 else best[0]], 1.0 / len(best)
+
+
+SAMPLERS.register("dts-star")(DTSStarSampler)
+
+
+def _cond_key(cond):
+    if torch.is_tensor(cond):
+        return tuple(cond.flatten().tolist())
+    return cond
