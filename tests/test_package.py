@@ -54,7 +54,7 @@ def test_design_snippet_with_its_own_numbers():
     """The §3 sampling lines with their exact budgets: DTS at 100k NFE on the embedded model."""
     model = da.load_model("digits")
     reward = da.rewards.get("digit", target=3)
-    sampler = da.samplers.get("dts", leaves_per_iteration=64)  # "**options": wider batches, faster on CPU
+    sampler = da.samplers.get("dts", leaves_per_iteration=256)  # "**options": rows per model call
     out = sampler.sample(model, reward, num_samples=64, nfe=100_000, steps=50, seed=0, cond=None)
     assert out.samples.shape == (64, 1, 8, 8) and out.rewards.shape == (64,)
     assert isinstance(out.nfe, int) and 0.9 * 100_000 < out.nfe <= 100_000
