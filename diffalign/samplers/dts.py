@@ -57,20 +57,20 @@ and ``out.info["memory_full"]`` says so (``on_memory_full="error"`` raises inste
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 
-from ..errors import DiffalignError, SamplingWarning, choice_error
+from ..errors import DiffalignError, choice_error
 from ..kernels import Kernel
 from ..models.conditioning import index_condition
 from . import tree_math
-from .base import SampleOutput, Sampler, check_positive_int, too_small_budget
-from .dts_paper import DTYPES, MEMORY_CHOICES, NONFINITE_CHOICES, PaperDTSSampler, branching_steps
+from .base import SampleOutput, Sampler, check_positive_int
+from .dts_paper import PaperDTSSampler, branching_steps
 from .registry import SAMPLERS
-from .rollout import evaluate_reward, initial_noise, resolve_kernel, single_condition
+from .rollout import evaluate_reward, initial_noise
+from .tree_common import branching_setup, check_storage_options, tree_key, warn_memory_full
 from .weights import effective_sample_size, multinomial_resample
 
 PRESETS = ("exact", "paper")
@@ -234,16 +234,7 @@ class DTSSampler(Sampler):
         exploration = 0.2 if exploration is None else exploration
         if not (isinstance(exploration, (int, float)) and 0 < exploration <= 1):
             raise DiffalignError(f"exploration must lie in (0, 1], got {exploration!r}")
-        if nonfinite_reward not in NONFINITE_CHOICES:
-            raise choice_error("nonfinite_reward", nonfinite_reward, list(NONFINITE_CHOICES))
-        if on_memory_full not in MEMORY_CHOICES:
-            raise choice_error("on_memory_full", on_memory_full, list(MEMORY_CHOICES))
-        if isinstance(storage_dtype, str):
-            if storage_dtype not in DTYPES:
-                raise choice_error("storage_dtype", storage_dtype, list(DTYPES))
-            storage_dtype = DTYPES[storage_dtype]
-        if max_memory_bytes is not None:
-            check_positive_int("max_memory_bytes", max_memory_bytes)
+        storage_dtype = check_storage_options(nonfinite_reward, on_memory_full, storage_dtype, max_memory_bytes)
         if branch_every is not None:
             check_positive_int("branch_every", branch_every)
         self.lam = float(lam)
@@ -269,20 +260,12 @@ class DTSSampler(Sampler):
         if self.paper is not None:
             self.paper.name = self.name
             return self.paper._sample(model, reward, num_samples, nfe, steps, generator, cond)
-        if nfe is None:
-            raise DiffalignError(f"{self.name} needs an nfe budget")
-        kernel = resolve_kernel(model, self.kernel, **self.kernel_options)
-        if not kernel.stochastic:
-            raise DiffalignError(f"{self.name} needs a stochastic base kernel to branch; got {kernel!r}")
-        encoded = single_condition(model, cond, self.name)
-        evals = model.evals_for(encoded)
-        if nfe < steps * evals:
-            raise too_small_budget(self.name, nfe, steps * evals, f"one rollout of {steps} steps")
+        kernel, encoded, evals = branching_setup(self.name, model, self.kernel, self.kernel_options, cond, nfe, steps)
         if self.branch_steps is None and self.branch_every is None:
             levels = default_branch_steps(steps)
         else:
             levels = branching_steps(steps, self.branch_every, self.branch_steps)[1:-1]
-        key = (id(model.inner), id(getattr(reward, "fn", reward)), _cond_key(cond), steps)
+        key = tree_key(model, reward, cond, steps)
         if not (self.reuse_tree and self.forest is not None and self._forest_key == key):
             self.forest, self._forest_key = Forest(), key
         forest = self.forest
@@ -297,12 +280,7 @@ class DTSSampler(Sampler):
         out.info["bytes_per_node"] = bytes_per_node
         out.info["state_bytes"] = forest.peak_nodes * bytes_per_node
         if memory_full:
-            warnings.warn(
-                f"{self.name}: the tree filled max_memory_bytes={self.max_memory_bytes} after {info['tree_nfe']} NFE "
-                f"({info['nodes']} nodes); it stopped growing and sampled from the tree it had "
-                "(raise max_memory_bytes, or use storage_dtype='float16')",
-                SamplingWarning, stacklevel=3,
-            )
+            warn_memory_full(self.name, self.max_memory_bytes, info)
         return out
 
     def draw(self, num_samples: int, seed: int = 0) -> SampleOutput:
@@ -465,9 +443,3 @@ def _largest(predicate, hi: int) -> int:
         else:
             hi = mid - 1
     return best
-
-
-def _cond_key(cond):
-    if torch.is_tensor(cond):
-        return tuple(cond.flatten().tolist())
-    return cond

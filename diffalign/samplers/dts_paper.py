@@ -49,27 +49,24 @@ zero probability and never poison a soft value; ``"error"`` raises instead.
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any, Optional
 
 import numpy as np
 import torch
 
-from ..errors import DiffalignError, SamplingWarning, choice_error
+from ..errors import DiffalignError, choice_error
 from ..kernels import Kernel
 from ..models.conditioning import index_condition
 from . import tree_math
-from .base import SampleOutput, Sampler, check_positive_int, too_small_budget
+from .base import SampleOutput, Sampler, check_positive_int
 from .registry import SAMPLERS
-from .rollout import evaluate_reward, initial_noise, resolve_kernel, single_condition
+from .rollout import evaluate_reward, initial_noise
 from .tree import ROOT, DiffusionTree
+from .tree_common import branching_setup, check_storage_options, tree_key, warn_memory_full
 
-NONFINITE_CHOICES = ("-inf", "error")
 OUTPUT_CHOICES = ("descend", "reweight")
-MEMORY_CHOICES = ("stop", "error")
 # selections tried per free row of a batch before the batch is expanded as it is
 SELECTIONS_PER_SLOT = 16
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
 def branching_steps(steps: int, branch_every: Optional[int], branch_steps: Optional[list[int]]) -> list[int]:
@@ -151,20 +148,11 @@ class PaperDTSSampler(Sampler):
             raise DiffalignError(f"lam must be a positive number (or inf), got {lam!r}")
         if not c_pw > 0 or not 0 <= alpha <= 1:
             raise DiffalignError(f"progressive widening needs c_pw > 0 and 0 <= alpha <= 1, got c_pw={c_pw}, alpha={alpha}")
-        if nonfinite_reward not in NONFINITE_CHOICES:
-            raise choice_error("nonfinite_reward", nonfinite_reward, list(NONFINITE_CHOICES))
+        storage_dtype = check_storage_options(nonfinite_reward, on_memory_full, storage_dtype, max_memory_bytes)
         if output not in OUTPUT_CHOICES:
             raise choice_error("output", output, list(OUTPUT_CHOICES))
         if output == "reweight" and math.isinf(lam):
             raise DiffalignError("output='reweight' needs a finite lam (it weights samples by exp(lam r))")
-        if on_memory_full not in MEMORY_CHOICES:
-            raise choice_error("on_memory_full", on_memory_full, list(MEMORY_CHOICES))
-        if isinstance(storage_dtype, str):
-            if storage_dtype not in DTYPES:
-                raise choice_error("storage_dtype", storage_dtype, list(DTYPES))
-            storage_dtype = DTYPES[storage_dtype]
-        if max_memory_bytes is not None:
-            check_positive_int("max_memory_bytes", max_memory_bytes)
         self.lam = float(lam)
         self.c_pw, self.alpha, self.c_uct = float(c_pw), float(alpha), float(c_uct)
         self.branch_every, self.branch_steps = branch_every, branch_steps
@@ -215,17 +203,9 @@ class PaperDTSSampler(Sampler):
 
     # -- the public entry points ----------------------------------------------------------------------
     def _sample(self, model, reward, num_samples, nfe, steps, generator, cond):
-        if nfe is None:
-            raise DiffalignError(f"{self.name} needs an nfe budget")
-        kernel = resolve_kernel(model, self.kernel, **self.kernel_options)
-        if not kernel.stochastic:
-            raise DiffalignError(f"{self.name} needs a stochastic base kernel to branch; got {kernel!r}")
-        encoded = single_condition(model, cond, self.name)
-        rollout_cost = steps * model.evals_for(encoded)
-        if nfe < rollout_cost:
-            raise too_small_budget(self.name, nfe, rollout_cost, f"one rollout of {steps} steps")
+        kernel, encoded, _ = branching_setup(self.name, model, self.kernel, self.kernel_options, cond, nfe, steps)
         # the user's own objects identify a tree (``reward`` may be a fresh wrapper of their callable)
-        key = (id(model.inner), id(getattr(reward, "fn", reward)), _cond_key(cond), steps)
+        key = tree_key(model, reward, cond, steps)
         if not (self.reuse_tree and self.tree is not None and self._tree_key == key):
             levels = branching_steps(steps, self.branch_every, self.branch_steps)
             device = self.storage_device or model.device
@@ -238,12 +218,7 @@ class PaperDTSSampler(Sampler):
         out = self._output(self.tree, num_samples, rng)
         out.info.update(info)
         if info["memory_full"]:
-            warnings.warn(
-                f"{self.name}: the tree filled max_memory_bytes={self.max_memory_bytes} after {info['tree_nfe']} NFE "
-                f"({info['nodes']} nodes); it stopped growing and sampled from the tree it had "
-                "(raise max_memory_bytes, or use storage_dtype='float16')",
-                SamplingWarning, stacklevel=3,
-            )
+            warn_memory_full(self.name, self.max_memory_bytes, info)
         return out
 
     def draw(self, num_samples: int, seed: int = 0) -> SampleOutput:
@@ -423,9 +398,3 @@ class DTSStarSampler(PaperDTSSampler):
 
 
 SAMPLERS.register("dts-star")(DTSStarSampler)
-
-
-def _cond_key(cond):
-    if torch.is_tensor(cond):
-        return tuple(cond.flatten().tolist())
-    return cond
