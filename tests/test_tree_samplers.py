@@ -219,9 +219,11 @@ def test_deep_tree_reaches_exact_tilted_mean(model, chain_variance):
 
 
 def test_paper_preset_keeps_its_documented_bias(model, chain_variance):
-    """The paper's algorithm stays selectable, with the under-tilt its docstring states (0.51-0.55 vs 0.71)."""
+    """The paper's algorithm stays selectable, with the under-tilt its docstring states (0.51-0.55 vs 0.71) at
+    16 rollouts in flight. (With 64 in flight out of 1000 rollouts, fewer selections see earlier rewards and the
+    tilt is 0.63: closer to SIR, still short of the target.)"""
     out = da.sample(model, linear_reward, sampler="dts", preset="paper", num_samples=4000, nfe=1000 * STEPS,
-                    steps=STEPS, seed=1, branch_every=5, leaves_per_iteration=64)
+                    steps=STEPS, seed=1, branch_every=5, leaves_per_iteration=16)
     assert out.samples[:, 0].double().mean().item() < chain_variance[0].item() - 0.1
 
 

@@ -49,6 +49,9 @@ class DiffusionTree:
         # per node: log importance weight of the selection that launched the rollout which created it
         # (see DTSSampler.select); only terminals' weights are read
         self._log_weight = np.zeros(64)
+        # per node: has a rollout through it returned its reward yet? A node whose rollout is still in flight
+        # (tree_rollouts.py) has no value: selection and backups skip it instead of reading a placeholder.
+        self._scored = np.zeros(64, dtype=bool)
         self.terminal_nodes: list[int] = []
         self.iterations = 0
         self.nfe = 0
@@ -87,6 +90,14 @@ class DiffusionTree:
     def log_weight(self) -> np.ndarray:
         return self._log_weight[: len(self.parent)]
 
+    def scored_children(self, node: int) -> list[int]:
+        """The children of ``node`` that hold a value (every rollout through them so far may still be in flight)."""
+        kids = self.children[node]
+        if not kids:
+            return kids
+        scored = self._scored[kids]
+        return kids if scored.all() else [k for k, ok in zip(kids, scored) if ok]
+
     def state(self, nodes) -> torch.Tensor:
         return self._states[torch.as_tensor(nodes, dtype=torch.long, device=self.storage_device)]
 
@@ -105,6 +116,7 @@ class DiffusionTree:
             self._value = np.concatenate([self._value, np.zeros(capacity - len(self._value))])
             self._visits = np.concatenate([self._visits, np.ones(capacity - len(self._visits))])
             self._log_weight = np.concatenate([self._log_weight, np.zeros(capacity - len(self._log_weight))])
+            self._scored = np.concatenate([self._scored, np.zeros(capacity - len(self._scored), dtype=bool)])
         self._states[first:needed] = states.to(device=self.storage_device, dtype=self.storage_dtype)
         new = list(range(first, needed))
         for node, parent in zip(new, parents):
@@ -115,24 +127,28 @@ class DiffusionTree:
             self._value[node] = 0.0
             self._visits[node] = 1.0
             self._log_weight[node] = 0.0
+            self._scored[node] = False
             if self.level[node] == self.terminal_level:
                 self.terminal_nodes.append(node)
         return new
 
     # -- statistics ------------------------------------------------------------------------------
     def backup(self, terminals: list[int], rewards: np.ndarray, lam: float) -> None:
-        """Set terminal values to their rewards, then recompute every ancestor once, deepest first."""
+        """Set terminal values to their rewards, then recompute every ancestor once, deepest first, from
+        its scored children only (a child whose rollouts are all in flight has no value yet)."""
         touched: set[int] = set()
         for node, r in zip(terminals, rewards):
             self._value[node] = r
+            self._scored[node] = True
             node = self.parent[node]
             while node != -1:
                 touched.add(node)
                 node = self.parent[node]
         for node in sorted(touched, key=lambda n: -self.level[n]):
-            kids = self.children[node]
+            kids = self.scored_children(node)
             if kids:
                 self._value[node] = tree_math.soft_backup(self._value[kids], lam)
+                self._scored[node] = True
 
     def path_to_root(self, node: int) -> list[int]:
         path = []
