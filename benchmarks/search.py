@@ -89,7 +89,7 @@ def main() -> None:
     notes = (f"`python benchmarks/search.py{' --quick' if args.quick else ''}`: mean over {seeds} seeds of the best reward "
              f"found, one output sample per run. DTS* at its defaults (lambda = inf max backup, UCT c_uct={star.c_uct:g}, "
              f"c_pw={star.c_pw:g}, alpha={star.alpha:g}; tuned on a different reference digit, class 7). "
-             f"rollouts in flight: automatic (leaves_per_iteration=None). "
+             f"{star.leaves_per_iteration} rollouts in flight (continuous batching). "
              f"DTS* reaches best-of-N's {budgets[-1]:,}-NFE reward ({target:.3f}) at {reach_text} "
              "(log-interpolated between budgets). Wall time: seconds per run on this machine, alone.")
     path = common.write_markdown("search", "Search: best reward found vs NFE (digits, match-a-digit reward)", rows,

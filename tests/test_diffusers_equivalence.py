@@ -184,3 +184,24 @@ def test_flux_true_cfg_with_negative_embeddings_matches_the_stock_pipeline():
         got = aligned(latents=latents.clone(), **args).images
     torch.testing.assert_close(got, expected, atol=5e-5, rtol=1e-4)
     assert aligned.last_outputs[0].nfe == 2 * 4  # true CFG: two passes per step
+
+
+def test_network_dtype_is_cached_and_follows_a_cast():
+    """diffusers' ModelMixin.dtype walks every submodule on each read; the adapter reads it once, and a later
+    ``.to(dtype)`` of the network refreshes it (the model then runs in the new dtype)."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**unet_config(tiny=True)).eval()
+    condition = ClassEmbeddingCondition(10, {"encoder_hidden_states": (4, 32)})
+    model = UNetDenoiser(unet, schedule=da.VPSchedule.linear(1e-4, 0.02, 1000), prediction="eps", shape=(1, 8, 8),
+                         condition_encoder=condition)
+    x, t, cond = torch.randn(2, 1, 8, 8), torch.full((2,), 0.5), condition.encode(torch.tensor([1, 2]), 2)
+    assert model.network_dtype == torch.float32
+    with torch.no_grad():
+        out32 = model(x, t, cond)
+        unet.to(torch.float64)
+        assert model.network_dtype == torch.float64
+        out64 = model(x, t, cond)
+    assert out32.dtype == out64.dtype == torch.float32  # cast back to x's dtype
+    torch.testing.assert_close(out64, out32, atol=1e-4, rtol=1e-4)

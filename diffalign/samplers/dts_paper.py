@@ -307,6 +307,7 @@ class PaperDTSSampler(Sampler):
             "memory_full": memory_full,
             "nonfinite_rewards": nonfinite,
             "rows_in_flight": rows,
+            "model_calls": pool.calls,
         }
 
     # -- output ------------------------------------------------------------------------------------------

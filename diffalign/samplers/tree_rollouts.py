@@ -39,6 +39,7 @@ class RolloutPool:
         self.pending: dict[int, int] = {}
         # tree nodes the rollouts in flight will still add (the memory budget counts them)
         self.reserved_nodes = 0
+        self.calls = 0  # batched model calls made (rows per call = NFE / calls / passes)
 
     def __len__(self) -> int:
         return len(self.last)
@@ -88,6 +89,7 @@ class RolloutPool:
         and frees their slots."""
         model, tree = self.model, self.tree
         s = self.step
+        self.calls += 1
         s_device = s.to(model.device)
         pred = model.predict(self.x, self.grid[s_device], index_condition(self.cond, torch.zeros(len(s), dtype=torch.long,
                                                                                                   device=model.device)))
