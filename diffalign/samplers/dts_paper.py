@@ -66,7 +66,7 @@ from .tree_common import branching_setup, check_storage_options, tree_key, warn_
 from .tree_rollouts import RolloutPool
 
 OUTPUT_CHOICES = ("descend", "reweight")
-# selections tried per free row of a batch before the batch is expanded as it is
+# selections tried per free row before the next model call goes ahead with the rows it has
 SELECTIONS_PER_SLOT = 16
 
 

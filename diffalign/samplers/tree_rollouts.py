@@ -3,7 +3,8 @@
 A tree's rollouts start at different levels: a rollout from a deep node needs a few steps, one from
 the root needs all of them. Launched together, a batch drains: the model calls near its end carry a
 handful of rows, and a small model evaluates a handful of rows almost as slowly as a full batch (on
-2 CPU cores the digits UNet costs ~16 ms per call at 1 row and ~0.5 ms per row at 128 rows).
+2 CPU cores the digits UNet costs ~10 ms per call at 1 row, ~1.3 ms per row at 16 rows and ~0.4 ms
+per row at 256).
 
 :class:`RolloutPool` keeps up to ``rows`` rollouts in flight, each at its own time step, and the
 sampler refills a slot as soon as its rollout reaches x0 -- the continuous batching of LLM serving.
