@@ -325,8 +325,17 @@ def test_rollouts_in_flight_keep_model_calls_full(model):
     assert out.nfe / out.info["model_calls"] > 0.9 * rows
 
 
-@pytest.mark.parametrize("options", [{"branch_every": 5, "leaves_per_iteration": 8}, {"branch_every": 2, "c_uct": 1.0}])
-def test_dts_star_fast_forward_of_dead_ends_matches_one_selection_at_a_time(model, options):
+def linear_reward_with_a_forbidden_half(x):
+    """x[:, 0], but -inf where x[:, 1] > -0.3 (most samples): many children, and some whole subtrees, at -inf."""
+    return torch.where(x[:, 1] > -0.3, torch.full_like(x[:, 0], -math.inf), x[:, 0])
+
+
+@pytest.mark.parametrize("options,reward", [
+    ({"branch_every": 5, "leaves_per_iteration": 8}, linear_reward),
+    ({"branch_every": 2, "c_uct": 1.0}, linear_reward),
+    ({"branch_every": 5, "leaves_per_iteration": 8}, linear_reward_with_a_forbidden_half),
+])
+def test_dts_star_fast_forward_of_dead_ends_matches_one_selection_at_a_time(model, options, reward):
     """DTS* applies the selections that would retrace a dead end in one go (repeat_dead_end). Its bounds are
     conservative, so the tree -- visits, values, selections counted, samples -- must equal the one that
     selecting one at a time grows."""
@@ -335,7 +344,7 @@ def test_dts_star_fast_forward_of_dead_ends_matches_one_selection_at_a_time(mode
         sampler = da.samplers.get("dts-star", progress=False, **options)
         if not fast:
             sampler.repeat_dead_end = lambda *args: 0
-        out = sampler.sample(model, linear_reward, num_samples=3, nfe=400 * STEPS, steps=STEPS, seed=0)
+        out = sampler.sample(model, reward, num_samples=3, nfe=400 * STEPS, steps=STEPS, seed=0)
         trees.append((sampler.tree, out))
     (fast_tree, fast_out), (slow_tree, slow_out) = trees
     assert fast_tree.iterations == slow_tree.iterations > 2 * len(slow_tree.terminal_nodes)  # dead ends did occur

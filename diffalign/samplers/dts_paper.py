@@ -268,11 +268,11 @@ class PaperDTSSampler(Sampler):
                 selections += 1
                 path: list[int] = []
                 node, log_weight = self.select(tree, rng, pool.pending, path)
-                if node is None or tree.is_terminal(node) or pool.cost(node, evals)[0] > left:
+                row_cost, row_nodes = (0, 0) if node is None else pool.cost(node, evals)
+                if node is None or tree.is_terminal(node) or row_cost > left:
                     # (a shallower node may still fit the budget)
                     selections += self.repeat_dead_end(tree, path, pool.pending, allowance - 1)
                     continue
-                row_cost, row_nodes = pool.cost(node, evals)
                 if not tree.can_add(pool.reserved_nodes + new_nodes + row_nodes):
                     memory_full = True
                     break
@@ -440,7 +440,8 @@ class DTSStarSampler(PaperDTSSampler):
                 continue
             rival = float(np.max(value[others] + self.c_uct * np.sqrt(math.log(parent_visits + repeats) / visits[others])))
             worst = min(chosen_score(1), chosen_score(repeats))
-            if not worst > rival + 1e-9 * max(1.0, abs(rival)):
+            margin = 1e-9 * max(1.0, abs(rival)) if math.isfinite(rival) else 0.0  # rivals all at -inf: no rounding
+            if not worst > rival + margin:
                 return False
         return True
 
