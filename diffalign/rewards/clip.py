@@ -5,6 +5,9 @@ EMNLP 2021, arXiv:2104.08718) in the form torchmetrics' ``CLIPScore`` computes i
 ``max(100 * cos(E_image(x), E_text(prompt)), 0)``. CLIP alignment to a prompt is a common
 reward in diffusion alignment (e.g. DRaFT, Clark et al. 2023, arXiv:2309.17400). Preprocessing
 is done in torch (see :mod:`.clip_backbone`), so the score is differentiable in the images.
+
+Each image is scored against its own prompt (``reward(images, prompts=[...])``, design.md §3b); the
+``prompt=`` option is the default for prompt-free calls. Prompt embeddings are cached per prompt.
 """
 
 from __future__ import annotations
@@ -25,34 +28,50 @@ __all__ = ["ClipScore"]
 class ClipScore(Reward):
     """``max(100 * cos(image, prompt), 0)`` with an open_clip model.
 
-    Options: ``prompt`` (required), ``model_name`` (open_clip name, default ``"ViT-L-14"``),
+    Options: ``prompt`` (the default prompt of prompt-free calls; None: calls must pass prompts), ``model_name`` (open_clip name, default ``"ViT-L-14"``),
     ``pretrained`` (checkpoint file, or an open_clip tag such as ``"openai"`` -- tags need the
     network or a warm Hugging Face cache), ``quick_gelu`` (``None``: follow the tag / model config).
     """
 
     name = "clip"
     differentiable = True
+    needs_prompts = True
+    #: prompt embeddings kept for reuse; a prompt set larger than this is re-encoded as it cycles
+    MAX_CACHED_PROMPTS = 4096
 
     def __init__(
         self,
         *,
-        prompt: str,
+        prompt: str | None = None,
         model_name: str = DEFAULT_MODEL,
         pretrained: str | os.PathLike | None = DEFAULT_PRETRAINED,
         quick_gelu: bool | None = None,
     ):
         super().__init__()
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise DiffalignError(f"clip reward needs a non-empty text prompt; got {prompt!r}")
+        if prompt is not None and (not isinstance(prompt, str) or not prompt.strip()):
+            raise DiffalignError(f"clip reward's default prompt must be a non-empty string (or None); got {prompt!r}")
         self.prompt = prompt
         self.backbone = load_clip_backbone(model_name, pretrained, quick_gelu)
-        with torch.no_grad():
-            text = self.backbone.encode_text([prompt])[0]
-        self.register_buffer("text_embedding", text, persistent=False)
+        self._text_cache: dict[str, torch.Tensor] = {}
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def default_prompts(self, batch_size: int):
+        return None if self.prompt is None else [self.prompt] * batch_size
+
+    def text_embeddings(self, prompts: list[str]) -> torch.Tensor:
+        """(B, D) normalised text embeddings, each distinct prompt encoded once."""
+        missing = list(dict.fromkeys(p for p in prompts if p not in self._text_cache))
+        if missing:
+            if len(self._text_cache) + len(missing) > self.MAX_CACHED_PROMPTS:
+                self._text_cache.clear()
+            with torch.no_grad():
+                encoded = self.backbone.encode_text(missing)
+            self._text_cache.update(zip(missing, encoded))
+        return torch.stack([self._text_cache[p] for p in prompts])
+
+    def forward(self, images: torch.Tensor, prompts=None, metadata=None) -> torch.Tensor:
         image = self.backbone.encode_image(images)
-        score = 100.0 * (image * self.text_embedding).sum(dim=-1)
+        text = self.text_embeddings(prompts).to(device=image.device, dtype=image.dtype)
+        score = 100.0 * (image * text).sum(dim=-1)
         return score.clamp(min=0.0).to(images.device)
 
     def extra_repr(self) -> str:

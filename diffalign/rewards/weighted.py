@@ -3,7 +3,7 @@
 Linear scalarisation of several objectives, the usual way to combine rewards in diffusion
 alignment (e.g. aesthetic + CLIP/HPS mixtures in DRaFT, Clark et al. 2023, arXiv:2309.17400;
 rewarded soups, Ramé et al. 2023, arXiv:2306.04488, interpolate such trade-offs). The sum is
-differentiable iff every term is.
+differentiable iff every term is, and each term receives the images' prompts and metadata.
 """
 
 from __future__ import annotations
@@ -52,11 +52,18 @@ class WeightedSum(Reward):
         self.terms = nn.ModuleList(terms)
         self.weights = [float(w) for w in weights]
         self.differentiable = all(t.differentiable for t in terms)
+        self.needs_prompts = any(t.needs_prompts for t in terms)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def default_prompts(self, batch_size: int):
+        # a prompt-free call goes through to the terms: each prompt-reading term uses its own default
+        # prompt, or raises the error that names it
+        return []
+
+    def forward(self, images: torch.Tensor, prompts=None, metadata=None) -> torch.Tensor:
+        prompts = prompts or None  # [] from default_prompts: each term falls back to its own default
         total = None
         for weight, term in zip(self.weights, self.terms):
-            part = weight * term(images).to(device=images.device, dtype=torch.float32)
+            part = weight * term(images, prompts=prompts, metadata=metadata).to(device=images.device, dtype=torch.float32)
             total = part if total is None else total + part
         return total
 

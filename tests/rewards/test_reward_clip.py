@@ -18,7 +18,7 @@ def aligned_reward(clip_reward):
     torch.manual_seed(123)
     reference = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
-        clip_reward.text_embedding.copy_(clip_reward.backbone.encode_image(reference)[0])
+        clip_reward._text_cache[clip_reward.prompt] = clip_reward.backbone.encode_image(reference)[0]
     clip_reward.reference = reference
     return clip_reward
 
@@ -98,7 +98,31 @@ def test_bad_weights_arguments(tiny_clip, tmp_path):
         ClipScore(prompt="x", model_name=name, pretrained=None)
     with pytest.raises(DiffalignError, match="prompt"):
         ClipScore(prompt="", model_name=name, pretrained="openai")
+
     garbage = tmp_path / "garbage.bin"
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(DiffalignError, match="could not load"):
         ClipScore(prompt="x", model_name=name, pretrained=str(garbage))
+
+
+def test_each_image_is_scored_against_its_own_prompt(tiny_clip):
+    name, weights = tiny_clip
+    reward = get("clip", model_name=name, pretrained=str(weights))  # no default prompt
+    torch.manual_seed(0)
+    images = torch.rand(4, 3, 32, 32)
+    prompts = ["a red circle", "two blue squares", "a red circle", "a green triangle"]
+    backbone = reward.backbone
+    expected = (100 * (backbone.encode_image(images) * backbone.encode_text(prompts)).sum(-1)).clamp(min=0)
+    torch.testing.assert_close(reward(images, prompts=prompts), expected, atol=1e-4, rtol=1e-4)
+    # each score depends on its own prompt only: reordering the batch reorders the scores
+    order = torch.tensor([3, 1, 0, 2])
+    torch.testing.assert_close(reward(images[order], prompts=[prompts[i] for i in order]), expected[order],
+                               atol=1e-4, rtol=1e-4)
+    with pytest.raises(DiffalignError, match="'clip' needs prompts"):
+        reward(images)
+
+
+def test_default_prompt_serves_prompt_free_calls(clip_reward):
+    torch.manual_seed(0)
+    images = torch.rand(3, 3, 32, 32)
+    torch.testing.assert_close(clip_reward(images), clip_reward(images, prompts=[clip_reward.prompt] * 3))

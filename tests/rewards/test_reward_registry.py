@@ -26,8 +26,8 @@ def test_unknown_and_missing_options_are_named():
         get("digit", targte=3)
     with pytest.raises(DiffalignError, match="needs option.*target"):
         get("digit")
-    with pytest.raises(DiffalignError, match="needs option.*prompt"):
-        get("clip")
+    with pytest.raises(DiffalignError, match="needs option.*rewards"):
+        get("weighted-sum")
 
 
 def test_as_reward_passes_rewards_through_and_builds_names():
