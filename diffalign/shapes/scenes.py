@@ -158,3 +158,29 @@ def to_tensor(images: np.ndarray):
     import torch
 
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255.0)
+
+
+def training_batch(rng: np.random.Generator, size: int) -> tuple[list[str], np.ndarray]:
+    """``size`` training captions and their renders: categories uniform, then captions uniform within one.
+
+    Only training captions (no held-out composition) are drawn, and colours a caption leaves open avoid
+    the held-out pairs, so no training image shows a held-out composition either.
+    """
+    from .captions import CATEGORIES, all_captions
+
+    pools = _training_pools(CATEGORIES, all_captions)
+    captions = []
+    for _ in range(size):
+        pool = pools[int(rng.integers(len(pools)))]
+        captions.append(pool[int(rng.integers(len(pool)))])
+    scenes = [sample_scene(c, rng, exclude_held_out=True) for c in captions]
+    return [c.text() for c in captions], render_batch(scenes)
+
+
+_POOLS: list = []
+
+
+def _training_pools(categories, all_captions) -> list:
+    if not _POOLS:
+        _POOLS.extend([c for c in all_captions(category) if not c.held_out] for category in categories)
+    return _POOLS
