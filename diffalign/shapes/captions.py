@@ -218,3 +218,52 @@ def write_prompt_files(directory: str | Path, per_category: int = 64, seed: int 
         (directory / f"{split}.jsonl").write_text("".join(json.dumps(c.metadata()) + "\n" for c in captions))
         written[split] = directory / f"{split}.jsonl"
     return written
+
+
+#: what a perturbation changes, for each category (the zero-shot test of shapes-clip uses these)
+PERTURBATIONS = {
+    "single_object": ("shape",),
+    "two_object": ("shape",),
+    "counting": ("count", "colour"),
+    "colors": ("colour", "shape"),
+    "position": ("position",),
+    "color_attr": ("colour",),
+}
+
+
+def perturbations(caption: Caption, kind: str) -> list[Caption]:
+    """Captions that differ from ``caption`` in one way: ``kind`` in shape, colour, count, position.
+
+    colour: one group's colour replaced, or (two coloured groups) the colours swapped between the objects
+    (attribute binding); count: another number; position: the opposite relation; shape: one shape
+    replaced by one the caption does not name. Grammar rules hold (two objects keep two shapes).
+    """
+    if kind not in ("shape", "colour", "count", "position"):
+        raise DiffalignError(f"unknown perturbation {kind!r}; valid choices: shape, colour, count, position")
+    groups = list(caption.groups)
+    out: list[Caption] = []
+
+    def replaced(i: int, **changes) -> Caption:
+        new = list(groups)
+        new[i] = ObjectGroup(**{**groups[i].__dict__, **changes})
+        return Caption(tuple(new), caption.relation)
+
+    if kind == "shape":
+        named = {g.shape for g in groups}
+        out = [replaced(i, shape=s) for i in range(len(groups)) for s in SHAPES if s not in named]
+    elif kind == "colour":
+        out = [replaced(i, colour=c) for i, g in enumerate(groups) if g.colour for c in COLOURS if c != g.colour
+               and not (len(groups) == 2 and c == groups[1 - i].colour)]
+        if len(groups) == 2 and groups[0].colour and groups[1].colour:
+            swapped = (replace_colour(groups[0], groups[1].colour), replace_colour(groups[1], groups[0].colour))
+            out.insert(0, Caption(swapped, caption.relation))
+    elif kind == "count":
+        out = [replaced(i, count=n) for i, g in enumerate(groups) if g.exact for n in NUMBERS if n != g.count]
+    elif caption.relation is not None:
+        opposite = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+        out = [Caption(caption.groups, opposite[caption.relation])]
+    return out
+
+
+def replace_colour(group: ObjectGroup, colour: str) -> ObjectGroup:
+    return ObjectGroup(group.shape, colour, group.count, group.exact)
