@@ -58,7 +58,7 @@ def main() -> None:
         print(f"shapes-clip parameters: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M", flush=True)
         backbone = ShapesClipBackbone(model, tokenizer, frozen=False).train()
         optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=args.lr, total_steps=max(args.steps, 2),
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=args.lr, total_steps=max(args.steps, 100),
                                                        pct_start=0.05)
         pools = [all_captions(c) for c in CATEGORIES]
         parsed: dict[str, object] = {}

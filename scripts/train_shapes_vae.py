@@ -43,7 +43,7 @@ def main() -> None:
     vae = AutoencoderKL(**VAE_CONFIG)
     print(f"VAE parameters: {sum(p.numel() for p in vae.parameters()) / 1e6:.2f}M", flush=True)
     optimiser = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=args.lr, total_steps=args.steps, pct_start=0.05)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=args.lr, total_steps=max(args.steps, 100), pct_start=0.05)
     start = time.time()
     for step in range(1, args.steps + 1):
         _, images = training_batch(rng, args.batch)
