@@ -43,6 +43,7 @@ _EXPORTS = {
     "RLGDenoiser": ".models",
     "RewardGuidance": ".models",
     "load_model": ".models",
+    "load_pipeline": ".models",
     "AlignedPipeline": ".pipelines",
     "SampleOutput": ".samplers",
     "Sampler": ".samplers",

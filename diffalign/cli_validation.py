@@ -16,7 +16,7 @@ from .errors import DiffalignError, choice_error
 
 # Names the registries and the zoo know, with their options (in signature order) and which of them
 # are required. Keep in sync with the @register decorators; the test above says what to change.
-MODELS = ("digits", "digits-flow", "digits-fast")
+MODELS = ("digits", "digits-flow", "digits-fast", "shapes")
 
 _DTS_OPTIONS = (
     "lam", "preset", "children", "branch_every", "branch_steps", "allocation", "exploration", "leaves_per_iteration",
@@ -44,11 +44,12 @@ SAMPLERS_NEEDING_REWARD = ("best-of-n", "dts", "dts-star", "reno", "sir", "smc")
 
 REWARD_OPTIONS = {
     "aesthetic": ("mlp_weights", "model_name", "pretrained", "quick_gelu", "embed_dim"),
-    "clip": ("prompt", "model_name", "pretrained", "quick_gelu"),
+    "clip": ("prompt", "model_name", "pretrained", "quick_gelu", "model"),
     "compressibility": ("quality",),
     "digit": ("target", "classifier_dir"),
     "incompressibility": ("quality",),
     "noisy-reward": ("path",),
+    "shapes-verifier": ("partial",),
     "weighted-sum": ("rewards", "weights"),
 }
 REWARDS_REQUIRED_OPTIONS = {"digit": ("target",), "noisy-reward": ("path",), "weighted-sum": ("rewards",)}

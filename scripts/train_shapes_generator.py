@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from diffalign.atomic import atomic_directory
+from diffalign.shapes.captions import write_prompt_files
 from diffalign.shapes.scenes import to_tensor, training_batch
 from diffalign.shapes.tokenizer import load_tokenizer, write_tokenizer
 
@@ -140,6 +141,7 @@ def main() -> None:
                                        scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                        requires_safety_checker=False)
         pipe.save_pretrained(tmp)
+        write_prompt_files(tmp / "prompts")  # the world's train/test prompt sets travel with its model
         summary = {"steps": args.steps, "batch": args.batch, "scenes": args.scenes,
                    "seconds_total": round(time.time() - start, 1), "seconds_training": round(time.time() - train_start, 1),
                    "final_loss_last200": round(float(np.mean(losses[-200:])), 4), "vae_scaling_factor": scale}

@@ -19,7 +19,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from diffalign.shapes.scenes import sample_scenes, render_batch, to_tensor, training_batch
-from diffalign.shapes.captions import test_captions
+from diffalign.shapes.captions import evaluation_captions
 
 VAE_CONFIG = dict(
     in_channels=3, out_channels=3, latent_channels=4, sample_size=32,
@@ -61,7 +61,7 @@ def main() -> None:
             print(f"step {step} mse {mse.item():.5f} kl {kl.item():.1f} {time.time() - start:.0f}s", flush=True)
     vae.eval()
     # held-out evaluation on the test captions' renders (a different seed from training)
-    scenes = sample_scenes(test_captions(), seed=12345)
+    scenes = sample_scenes(evaluation_captions(), seed=12345)
     x = to_tensor(render_batch(scenes)) * 2 - 1
     with torch.no_grad():
         latents = vae.encode(x).latent_dist.mode()

@@ -6,7 +6,7 @@ from .prediction import PREDICTION_KINDS, Prediction, combine
 from .wrappers import BudgetExceeded, CFGDenoiser, DenoiserWrapper, NFECounter
 from .reward_guidance import RewardGuidance
 from .rlg import RLGDenoiser
-from .zoo import load_model
+from .zoo import load_model, load_pipeline
 
 __all__ = [
     "BudgetExceeded",
@@ -24,4 +24,5 @@ __all__ = [
     "combine",
     "index_condition",
     "load_model",
+    "load_pipeline",
 ]

@@ -30,7 +30,8 @@ from .denoiser import Denoiser
 from .loading import read_json
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-EMBEDDED = {"digits": DATA_DIR / "digits", "digits-flow": DATA_DIR / "digits-flow", "digits-fast": DATA_DIR / "digits-fast"}
+EMBEDDED = {"digits": DATA_DIR / "digits", "digits-flow": DATA_DIR / "digits-flow", "digits-fast": DATA_DIR / "digits-fast",
+            "shapes": DATA_DIR / "shapes"}  # shapes: a full StableDiffusionPipeline directory (text-to-image world)
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,8 @@ def load_model(
     dtype: Optional[torch.dtype] = None,
     lora: Optional[str | os.PathLike] = None,
 ) -> Denoiser:
-    """Load a denoiser: ``"digits"``, ``"digits-flow"``, ``"digits-fast"`` (few-step, 1-4 Euler steps), a local diffusers directory, or a hub id (online).
+    """Load a denoiser: ``"digits"``, ``"digits-flow"``, ``"digits-fast"`` (few-step, 1-4 Euler steps), ``"shapes"``
+    (the text-to-image world: ``cond="two red circles"``), a local diffusers directory, or a hub id (online).
 
     ``lora``: a LoRA in diffusers' format (a directory with ``pytorch_lora_weights.safetensors``, as
     ``diffalign train`` writes to ``DIR/final``) attached to the network.
@@ -204,15 +206,29 @@ def _decoder(directory: Path):
     return PixelDecoder()
 
 
-def _load_pipeline_model(directory: Path, device, dtype, lora) -> Denoiser:
+def load_pipeline(name_or_path: str, device: Optional[str | torch.device] = None, dtype: Optional[torch.dtype] = None):
+    """The stock diffusers pipeline of an embedded model (``"shapes"``) or a pipeline directory.
+
+    It is exactly ``DiffusionPipeline.from_pretrained(dir)`` (for ``"shapes"``: a ``StableDiffusionPipeline``),
+    so everything diffusers offers works on it, and ``AlignedPipeline.from_pipe`` accepts it.
+    """
+    directory = _resolve(name_or_path)
+    if not (directory / "model_index.json").exists():
+        pipelines = ", ".join(name for name, path in EMBEDDED.items() if (path / "model_index.json").exists())
+        raise DiffalignError(f"{name_or_path!r} is not a pipeline directory (no model_index.json); embedded "
+                             f"pipelines: {pipelines or '(none)'}")
+    pipe = _from_pretrained(directory, dtype)
+    if device is not None:
+        pipe.to(device)
+    return pipe
+
+
+def _from_pretrained(directory: Path, dtype):
     from diffusers import DiffusionPipeline
-
-    from ..pipelines import denoiser_from_pipe
-
-    index = read_json(directory / "model_index.json")
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
+    index = read_json(directory / "model_index.json")
     diffusers_logging.disable_progress_bar()  # "Loading pipeline components": noise on a CLI's stderr
     transformers_logging.disable_progress_bar()
     try:
@@ -224,9 +240,16 @@ def _load_pipeline_model(directory: Path, device, dtype, lora) -> Denoiser:
     finally:
         diffusers_logging.enable_progress_bar()
         transformers_logging.enable_progress_bar()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _load_pipeline_model(directory: Path, device, dtype, lora) -> Denoiser:
+    from ..pipelines import denoiser_from_pipe
+
+    pipe = _from_pretrained(directory, dtype)
     if device is not None:
         pipe.to(device)
-    pipe.set_progress_bar_config(disable=True)
     model = denoiser_from_pipe(pipe)
     if lora is not None:
         from ..trainers.lora import load_lora

@@ -9,6 +9,7 @@
 - ``aesthetic``: LAION aesthetic predictor on CLIP ViT-L/14 embeddings.
 - ``weighted-sum``: a weighted sum of other rewards.
 - ``noisy-reward``: a trained reward model on noisy samples r_phi(x_t, t) (Flow-NRG guidance).
+- ``shapes-verifier``: GenEval-style programmatic check of a shapes-world image against its caption.
 
 Importing this package registers all of them but imports no heavy optional dependency:
 open_clip and huggingface_hub are imported only when a CLIP-based reward is built.
@@ -24,6 +25,9 @@ from .aesthetic import AestheticMLP, AestheticScore, load_aesthetic_mlp
 from .weighted import WeightedSum
 from .noisy import NoisyReward
 from .noisy_model import NoisyRewardNet
+# registers "shapes-verifier" (numpy + the grammar; scipy is imported when it scores). A module import, not a
+# name import, so that importing diffalign.shapes.verifier first (it imports .base from here) is no cycle
+from ..shapes import verifier as _shapes_verifier  # noqa: E402,F401
 
 __all__ = [
     "REWARDS",

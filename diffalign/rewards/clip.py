@@ -23,12 +23,16 @@ from .registry import REWARDS
 
 __all__ = ["ClipScore"]
 
+#: embedded CLIPs selectable with ``model=``: the shapes world's own (diffalign/data/shapes-clip)
+EMBEDDED_CLIPS = ("shapes-clip",)
+
 
 @REWARDS.register("clip")
 class ClipScore(Reward):
     """``max(100 * cos(image, prompt), 0)`` with an open_clip model.
 
     Options: ``prompt`` (the default prompt of prompt-free calls; None: calls must pass prompts), ``model_name`` (open_clip name, default ``"ViT-L-14"``),
+    ``model="shapes-clip"`` (the embedded CLIP of the shapes world instead of open_clip),
     ``pretrained`` (checkpoint file, or an open_clip tag such as ``"openai"`` -- tags need the
     network or a warm Hugging Face cache), ``quick_gelu`` (``None``: follow the tag / model config).
     """
@@ -46,12 +50,21 @@ class ClipScore(Reward):
         model_name: str = DEFAULT_MODEL,
         pretrained: str | os.PathLike | None = DEFAULT_PRETRAINED,
         quick_gelu: bool | None = None,
+        model: str | None = None,
     ):
         super().__init__()
         if prompt is not None and (not isinstance(prompt, str) or not prompt.strip()):
             raise DiffalignError(f"clip reward's default prompt must be a non-empty string (or None); got {prompt!r}")
         self.prompt = prompt
-        self.backbone = load_clip_backbone(model_name, pretrained, quick_gelu)
+        if model not in (None, *EMBEDDED_CLIPS):
+            raise DiffalignError(f"unknown clip model {model!r}; valid choices: {', '.join(EMBEDDED_CLIPS)} "
+                                 "(or leave it unset and pass model_name/pretrained for open_clip)")
+        if model is not None:  # an embedded CLIP (transformers CLIPModel) with the same backbone interface
+            from ..shapes.clip import load_shapes_clip
+
+            self.backbone = load_shapes_clip()
+        else:
+            self.backbone = load_clip_backbone(model_name, pretrained, quick_gelu)
         self._text_cache: dict[str, torch.Tensor] = {}
 
     def default_prompts(self, batch_size: int):

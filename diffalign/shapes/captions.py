@@ -188,7 +188,7 @@ def train_captions() -> list[Caption]:
     return [c for category in CATEGORIES for c in all_captions(category) if not c.held_out]
 
 
-def test_captions(per_category: int = 64, seed: int = 0) -> list[Caption]:
+def evaluation_captions(per_category: int = 64, seed: int = 0) -> list[Caption]:
     """``per_category`` evaluation rows per category, drawn from *all* captions of the category.
 
     Categories with fewer distinct captions than ``per_category`` repeat them in a cycle (as GenEval
@@ -213,7 +213,7 @@ def write_prompt_files(directory: str | Path, per_category: int = 64, seed: int 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     written = {}
-    for split, captions in (("train", train_captions()), ("test", test_captions(per_category, seed))):
+    for split, captions in (("train", train_captions()), ("test", evaluation_captions(per_category, seed))):
         (directory / f"{split}.txt").write_text("".join(c.text() + "\n" for c in captions))
         (directory / f"{split}.jsonl").write_text("".join(json.dumps(c.metadata()) + "\n" for c in captions))
         written[split] = directory / f"{split}.jsonl"

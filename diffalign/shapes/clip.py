@@ -117,11 +117,11 @@ def zero_shot_accuracy(backbone: ShapesClipBackbone, captions=None, seed: int = 
     in :data:`~.captions.PERTURBATIONS` that is false for that scene is scored against the true caption.
     Returns ``{(category, kind): (correct, total)}``.
     """
-    from .captions import PERTURBATIONS, perturbations, test_captions
+    from .captions import PERTURBATIONS, perturbations, evaluation_captions
     from .scenes import render_batch, sample_scenes, to_tensor
     from .verifier import caption_clauses
 
-    captions = test_captions() if captions is None else captions
+    captions = evaluation_captions() if captions is None else captions
     scenes = sample_scenes(captions, seed)
     with torch.no_grad():
         images = backbone.encode_image(to_tensor(render_batch(scenes)))

@@ -107,13 +107,15 @@ def _relation_holds(relation: str, a: SceneObject, b: SceneObject) -> bool:
 
 
 def sample_scene(caption: Caption | str, rng: np.random.Generator, *, min_gap: int = 2,
-                 exclude_held_out: bool = False, radius: Optional[int] = None, max_tries: int = 500) -> Scene:
+                 exclude_held_out: bool = False, radius: Optional[int] = None, border: bool = False,
+                 max_tries: int = 500) -> Scene:
     """Draw a scene that makes ``caption`` true.
 
     "a X" draws exactly one X (the grammar's "at least one" is then also true). Objects whose colour
     the caption leaves open get a random colour; ``exclude_held_out`` avoids the held-out colour-shape
     pairs for them (training data). ``radius`` fixes every object's radius (e.g. the smallest, for
-    hard cases); ``min_gap`` is the least number of empty pixels between bounding boxes (0: may touch).
+    hard cases); ``min_gap`` is the least number of empty pixels between bounding boxes (0: may touch);
+    ``border`` puts the first object against a random image edge (hard cases).
     """
     if isinstance(caption, str):
         caption = parse_caption(caption)
@@ -128,6 +130,10 @@ def sample_scene(caption: Caption | str, rng: np.random.Generator, *, min_gap: i
             rgb = _jittered(colour, rng)
             for _ in range(20):
                 cx, cy = (int(v) for v in rng.integers(r, SIZE - r, 2))
+                if border and not objects:
+                    edge = int(rng.integers(4))
+                    cx = (r, SIZE - 1 - r, cx, cx)[edge]
+                    cy = (cy, cy, r, SIZE - 1 - r)[edge]
                 candidate = SceneObject(shape, colour, r, cx, cy, rgb)
                 if not all(_apart(candidate.box(), other.box(), min_gap) for other in objects):
                     continue
