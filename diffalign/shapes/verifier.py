@@ -14,7 +14,9 @@ the detector is exact geometry instead of a neural network:
    cluster at a time; a blob no cut explains is eroded until it falls apart and each pixel goes to
    the nearest surviving core (diagonal contacts on generated images);
 4. **shape** is the template (filled square, disc, apex-up triangle, stretched to the object's
-   bounding box) with the highest IoU, which also separates small circles from triangles;
+   bounding box) with the highest IoU, which also separates small circles from triangles; a blob
+   that fits no template (IoU under :data:`MIN_SHAPE_IOU`) is no shape at all, so that noise or smears
+   cannot satisfy a caption (a reward that training optimises must not be that easy to hack);
 5. **clauses** (see :mod:`.captions`): "a X" needs at least one X; a number word needs exactly that
    many; "a red X" needs an X and a red one; "A left of B" needs an A whose centroid lies at least
    :data:`POSITION_MARGIN` pixels left of some B's (GenEval also compares centres along one axis only).
@@ -38,9 +40,13 @@ from .captions import COLOURS, Caption, parse_caption
 from .scenes import PALETTE
 
 SATURATION_THRESHOLD = 70 / 255
-MIN_AREA = 12
+MIN_AREA = 24  # about half the smallest shape (a radius-4 triangle, 41 px): specks are not objects
 #: a component within this deviation (log aspect + 1 - best template IoU) of one shape is not split
 SINGLE_SHAPE_DEVIATION = 0.15
+#: a detected blob must match its best shape template at least this well (IoU) to count as that shape
+MIN_SHAPE_IOU = 0.7
+MAX_ASPECT = 1.6
+UNRECOGNISED = "unrecognised"
 #: below this a component is one exactly drawn shape
 EXACT_SHAPE_DEVIATION = 0.04
 POSITION_MARGIN = 3.0
@@ -230,10 +236,17 @@ def _erode_split(mask: np.ndarray) -> list[np.ndarray]:
 
 
 def _describe(mask: np.ndarray, colour: str) -> DetectedObject:
-    """Shape = the template (square, disc, apex-up triangle) its bounding-box crop matches best."""
+    """Shape = the template (square, disc, apex-up triangle) its bounding-box crop matches best.
+
+    A blob that matches no template well (best IoU under MIN_SHAPE_IOU, or a box longer than
+    MAX_ASPECT to one) is :data:`UNRECOGNISED`: it counts as no shape, so noise cannot pass a caption.
+    """
     ys, xs = np.nonzero(mask)
     ious = _template_ious(mask)
     shape = max(ious, key=ious.get)
+    height, width = _box(mask)
+    if ious[shape] < MIN_SHAPE_IOU or max(height, width) > MAX_ASPECT * min(height, width):
+        shape = UNRECOGNISED
     return DetectedObject(shape, colour, float(xs.mean()), float(ys.mean()), int(mask.sum()))
 
 
