@@ -1,6 +1,8 @@
 """Train the `shapes` text-to-image generator: a stock diffusers StableDiffusionPipeline directory.
 
     python scripts/train_shapes_vae.py            # first: the VAE (build/shapes/vae)
+    python scripts/train_shapes_vae.py --finetune-decoder build/shapes/vae --steps 800 --batch 32 --lr 1e-3 --seed 1 \
+        --out build/shapes/vae-decoder            # optional: a sharper decoder for the same latents
     python scripts/train_shapes_generator.py      # writes diffalign/data/shapes
     python scripts/train_shapes_generator.py --steps 3 --scenes 256 --out /tmp/s   # smoke test
 
@@ -78,6 +80,9 @@ def main() -> None:
     parser.add_argument("--ema", type=float, default=0.999)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vae", default="build/shapes/vae")
+    parser.add_argument("--decoder", default="build/shapes/vae-decoder",
+                        help="the VAE whose decoder was fine-tuned with the encoder frozen (train_shapes_vae.py "
+                             "--finetune-decoder); shipped in the pipeline when it exists (same latents, sharper images)")
     parser.add_argument("--out", default="diffalign/data/shapes")
     args = parser.parse_args()
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
@@ -137,6 +142,9 @@ def main() -> None:
             losses.append(loss.item())
             if step % 200 == 0 or step == args.steps:
                 print(f"step {step} loss {np.mean(losses[-200:]):.4f} {time.time() - train_start:.0f}s", flush=True)
+        if Path(args.decoder).is_dir():
+            vae = AutoencoderKL.from_pretrained(args.decoder).eval()
+            print(f"pipeline VAE: {args.decoder}", flush=True)
         pipe = StableDiffusionPipeline(vae=vae, text_encoder=ema_text.eval(), tokenizer=tokenizer, unet=ema_unet.eval(),
                                        scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                        requires_safety_checker=False)
