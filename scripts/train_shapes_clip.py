@@ -3,6 +3,10 @@
     python scripts/train_shapes_clip.py                        # writes diffalign/data/shapes-clip
     python scripts/train_shapes_clip.py --steps 3 --out /tmp/c  # smoke test
 
+The shipped weights came from two stages (the first, 700 steps with uniform categories, left position at chance):
+    python scripts/train_shapes_clip.py --steps 700 --uniform --out build/shapes/clip-stage1
+    python scripts/train_shapes_clip.py --init build/shapes/clip-stage1 --steps 500 --lr 1e-3
+
 Each step renders a batch of scenes for captions drawn from every category (all compositions: this is
 a reward model), adds one perturbed caption per image that is false for it (NegCLIP-style hard
 negatives: swapped colour, wrong count, opposite position, other shape), and minimises a
@@ -49,6 +53,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="diffalign/data/shapes-clip")
+    parser.add_argument("--uniform", action="store_true", help="draw categories uniformly (the first stage)")
+    parser.add_argument("--init", default=None, metavar="CLIP_DIR",
+                        help="continue from a saved shapes-clip (a second stage) instead of a random initialisation")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
@@ -58,15 +65,18 @@ def main() -> None:
         tokenizer = load_tokenizer(write_tokenizer(tmp))
         from transformers import CLIPImageProcessor, CLIPModel
 
-        model = CLIPModel(clip_config(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id,
-                                      tokenizer.pad_token_id, tokenizer.model_max_length))
+        if args.init:
+            model = CLIPModel.from_pretrained(args.init)
+        else:
+            model = CLIPModel(clip_config(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id,
+                                          tokenizer.pad_token_id, tokenizer.model_max_length))
         print(f"shapes-clip parameters: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M", flush=True)
         backbone = ShapesClipBackbone(model, tokenizer, frozen=False).train()
         optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=args.lr, total_steps=max(args.steps, 100),
                                                        pct_start=0.05)
         pools = [all_captions(c) for c in CATEGORIES]
-        weights = np.array([CATEGORY_WEIGHTS.get(c, 1.0) for c in CATEGORIES])
+        weights = np.array([1.0 if args.uniform else CATEGORY_WEIGHTS.get(c, 1.0) for c in CATEGORIES])
         weights = weights / weights.sum()
         parsed: dict[str, object] = {}
         for step in range(1, args.steps + 1):
@@ -101,7 +111,7 @@ def main() -> None:
                            ).save_pretrained(tmp)
         accuracy = zero_shot_accuracy(ShapesClipBackbone(model, tokenizer))
         table = {f"{cat}/{kind}": round(c / t, 3) for (cat, kind), (c, t) in sorted(accuracy.items())}
-        summary = {"steps": args.steps, "batch": args.batch, "seconds": round(seconds, 1),
+        summary = {"init": args.init, "category_weights": "uniform" if args.uniform else CATEGORY_WEIGHTS, "steps": args.steps, "batch": args.batch, "seconds": round(seconds, 1),
                    "final_loss": round(loss.item(), 4), "zero_shot_accuracy": table,
                    "zero_shot_pairs": {f"{cat}/{kind}": t for (cat, kind), (c, t) in sorted(accuracy.items())}}
         (tmp / "training_summary.json").write_text(json.dumps(summary, indent=1))

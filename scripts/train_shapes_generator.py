@@ -72,7 +72,7 @@ def encode_dataset(vae, rng, scenes: int, batch: int = 256):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=2600)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--scenes", type=int, default=16000, help="rendered training scenes, encoded once")
     parser.add_argument("--lr", type=float, default=1e-3)
