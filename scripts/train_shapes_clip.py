@@ -3,15 +3,21 @@
     python scripts/train_shapes_clip.py                        # writes diffalign/data/shapes-clip
     python scripts/train_shapes_clip.py --steps 3 --out /tmp/c  # smoke test
 
-The shipped weights came from two stages (the first, 700 steps with uniform categories, left position at chance):
-    python scripts/train_shapes_clip.py --steps 700 --uniform --out build/shapes/clip-stage1
-    python scripts/train_shapes_clip.py --init build/shapes/clip-stage1 --steps 500 --lr 1e-3
+The shipped weights came from stages; the first two counted every true caption as a positive of an image
+(the loss could then ignore left/right: position stayed at chance) and the third fixed that:
+    python scripts/train_shapes_clip.py --steps 700 --uniform --all-true-positive --out build/shapes/clip-stage1
+    python scripts/train_shapes_clip.py --init build/shapes/clip-stage1 --steps 500 --lr 1e-3 --all-true-positive \
+        --out build/shapes/clip-stage2
+    python scripts/train_shapes_clip.py --init build/shapes/clip-stage2 --steps 500 --lr 1e-3 --out build/shapes/clip-stage3
+    python scripts/train_shapes_clip.py --init build/shapes/clip-stage3 --steps 1000 --lr 1e-3 --seed 4 --position-weight 6
 
 Each step renders a batch of scenes for captions drawn from every category (all compositions: this is
 a reward model), adds one perturbed caption per image that is false for it (NegCLIP-style hard
 negatives: swapped colour, wrong count, opposite position, other shape), and minimises a
-multi-positive InfoNCE loss: a caption counts as a positive for every image it is *true* of (by the
-verifier's clauses on the ground-truth scene), since "a circle" is also true of "a red circle"'s image.
+contrastive loss built from the truth (the verifier's clauses on the ground-truth scene): image -> text
+picks the image's own caption against the captions that are false for it (other true captions, e.g. "a circle"
+for a red circle's image, are left out of the softmax); text -> image counts every image a caption is
+true of as a positive.
 Prints the zero-shot accuracy on the test prompts at the end (true caption vs perturbed, per category).
 """
 
@@ -53,6 +59,10 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="diffalign/data/shapes-clip")
+    parser.add_argument("--all-true-positive", action="store_true",
+                        help="image -> text loss with every true caption a positive (the first two stages)")
+    parser.add_argument("--position-weight", type=float, default=CATEGORY_WEIGHTS["position"],
+                        help="how often position captions are drawn relative to a plain category")
     parser.add_argument("--uniform", action="store_true", help="draw categories uniformly (the first stage)")
     parser.add_argument("--init", default=None, metavar="CLIP_DIR",
                         help="continue from a saved shapes-clip (a second stage) instead of a random initialisation")
@@ -76,7 +86,8 @@ def main() -> None:
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=args.lr, total_steps=max(args.steps, 100),
                                                        pct_start=0.05)
         pools = [all_captions(c) for c in CATEGORIES]
-        weights = np.array([1.0 if args.uniform else CATEGORY_WEIGHTS.get(c, 1.0) for c in CATEGORIES])
+        category_weights = {**CATEGORY_WEIGHTS, "position": args.position_weight}
+        weights = np.array([1.0 if args.uniform else category_weights.get(c, 1.0) for c in CATEGORIES])
         weights = weights / weights.sum()
         parsed: dict[str, object] = {}
         for step in range(1, args.steps + 1):
@@ -93,10 +104,19 @@ def main() -> None:
             for t in texts:
                 parsed.setdefault(t, parse_caption(t))
             truth = torch.tensor([[all(caption_clauses(parsed[t], s.objects)) for t in texts] for s in scenes])
+            own = torch.zeros_like(truth)
+            own[torch.arange(len(scenes)), torch.tensor([texts.index(c.text()) for c in captions])] = True
             image = backbone.encode_image(to_tensor(render_batch(scenes)))
             text = backbone.encode_text(texts)
             logits = model.logit_scale.exp().clamp(max=100) * image @ text.T
-            loss = 0.5 * (multi_positive_nce(logits, truth) + multi_positive_nce(logits.T, truth.T))
+            # image -> text: its own caption against the false ones (other true captions are left out of the
+            # softmax: counting them as positives let "a circle and a square" carry a position image, and
+            # left/right was never learnt); text -> image: every image the caption is true of is a positive
+            if args.all_true_positive:  # the first stages' loss
+                image_to_text = multi_positive_nce(logits, truth)
+            else:
+                image_to_text = multi_positive_nce(logits.masked_fill(truth & ~own, float("-inf")), own)
+            loss = 0.5 * (image_to_text + multi_positive_nce(logits.T, truth.T))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -111,7 +131,7 @@ def main() -> None:
                            ).save_pretrained(tmp)
         accuracy = zero_shot_accuracy(ShapesClipBackbone(model, tokenizer))
         table = {f"{cat}/{kind}": round(c / t, 3) for (cat, kind), (c, t) in sorted(accuracy.items())}
-        summary = {"init": args.init, "category_weights": "uniform" if args.uniform else CATEGORY_WEIGHTS, "steps": args.steps, "batch": args.batch, "seconds": round(seconds, 1),
+        summary = {"init": args.init, "category_weights": "uniform" if args.uniform else category_weights, "steps": args.steps, "batch": args.batch, "seconds": round(seconds, 1),
                    "final_loss": round(loss.item(), 4), "zero_shot_accuracy": table,
                    "zero_shot_pairs": {f"{cat}/{kind}": t for (cat, kind), (c, t) in sorted(accuracy.items())}}
         (tmp / "training_summary.json").write_text(json.dumps(summary, indent=1))
