@@ -11,7 +11,8 @@
   renders of the same prompts (the FID formula in shapes-clip's feature space), beside its floor
   (render set vs an independent render set of the same prompts). Alignment runs report the drift of
   this number from the base model's.
-* the verifier on ground-truth renders of the same prompts, as a sanity row (should be 1.0).
+* the verifier on ground-truth renders of the same prompts, as a sanity row (should be 1.0);
+* shapes-clip's zero-shot accuracy at telling the true caption from perturbed ones (in the notes).
 """
 
 from __future__ import annotations
@@ -77,6 +78,12 @@ def main() -> None:
              "embeddings, samples vs ground-truth renders of the same prompts; the floor is render set vs render "
              f"set. Command: `python benchmarks/shapes_base.py{' --quick' if args.quick else ''} --threads {args.threads}"
              f" --cfg {' '.join(f'{g:g}' for g in args.cfg)}`.")
+    from diffalign.shapes.clip import load_shapes_clip, zero_shot_accuracy
+
+    zero_shot = zero_shot_accuracy(load_shapes_clip())  # the reward guidance and fidelity features' own check
+    notes += ("\n\nshapes-clip zero-shot (true caption of a fresh render scored above a perturbed one, test prompts; "
+              "category/perturbation: accuracy (pairs)): "
+              + ", ".join(f"{cat}/{kind} {c / t:.3f} ({t})" for (cat, kind), (c, t) in sorted(zero_shot.items())) + ".")
     path = common.write_markdown("shapes_base", "Base `shapes` model: verifier accuracy and fidelity", table, header,
                                  notes, args.quick)
     print(f"wrote {path}")
