@@ -63,6 +63,12 @@ def main() -> None:
                         help="image -> text loss with every true caption a positive (the first two stages)")
     parser.add_argument("--position-weight", type=float, default=CATEGORY_WEIGHTS["position"],
                         help="how often position captions are drawn relative to a plain category")
+    parser.add_argument("--lock-text-steps", type=int, default=0,
+                        help="re-initialise the text tower and keep it frozen for this many steps (breaks the "
+                             "symmetric saddle where both towers ignore relation words; see docs/shapes.md)")
+    parser.add_argument("--position-embedding-std", type=float, default=None,
+                        help="re-draw the image tower's patch position embeddings with this std (transformers "
+                             "initialises them small, so the ViT starts as a bag of patches, blind to arrangement)")
     parser.add_argument("--uniform", action="store_true", help="draw categories uniformly (the first stage)")
     parser.add_argument("--init", default=None, metavar="CLIP_DIR",
                         help="continue from a saved shapes-clip (a second stage) instead of a random initialisation")
@@ -81,6 +87,17 @@ def main() -> None:
             model = CLIPModel(clip_config(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id,
                                           tokenizer.pad_token_id, tokenizer.model_max_length))
         print(f"shapes-clip parameters: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M", flush=True)
+        if args.lock_text_steps:
+            fresh = CLIPModel(model.config)
+            model.text_model.load_state_dict(fresh.text_model.state_dict())
+            model.text_projection.load_state_dict(fresh.text_projection.state_dict())
+            model.text_model.requires_grad_(False)
+            model.text_projection.requires_grad_(False)
+        if args.position_embedding_std:
+            with torch.no_grad():
+                table = model.vision_model.embeddings.position_embedding.weight
+                table.copy_(torch.randn(table.shape, generator=torch.Generator().manual_seed(args.seed))
+                            * args.position_embedding_std)
         backbone = ShapesClipBackbone(model, tokenizer, frozen=False).train()
         optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=args.lr, total_steps=max(args.steps, 100),
@@ -117,6 +134,9 @@ def main() -> None:
             else:
                 image_to_text = multi_positive_nce(logits.masked_fill(truth & ~own, float("-inf")), own)
             loss = 0.5 * (image_to_text + multi_positive_nce(logits.T, truth.T))
+            if step == args.lock_text_steps + 1 and args.lock_text_steps:
+                model.text_model.requires_grad_(True)
+                model.text_projection.requires_grad_(True)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
