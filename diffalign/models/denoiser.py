@@ -103,6 +103,9 @@ class FunctionDenoiser(Denoiser):
         prediction: one of "x0", "eps", "v", "flow".
         shape: the shape of one sample, e.g. ``(2,)``.
         decode: optional model-space -> reward-space map.
+        condition_encoder: optional map from user conditioning (e.g. a prompt string) to the tensor
+            ``fn`` receives as ``cond`` (one row, or one row per sample); this is what lets a
+            function model take ``prompts=[...]``.
     """
 
     def __init__(
@@ -112,10 +115,12 @@ class FunctionDenoiser(Denoiser):
         prediction: str = "eps",
         shape: tuple[int, ...] = (2,),
         decode: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        condition_encoder: Optional[Callable[[Any], torch.Tensor]] = None,
     ):
         super().__init__(schedule, prediction, shape)
         self.fn = fn
         self._decode = decode
+        self._condition_encoder = condition_encoder
 
     def forward(self, x, t, cond=None):
         output = self.fn(x, t) if cond is None else self.fn(x, t, cond)
@@ -125,6 +130,12 @@ class FunctionDenoiser(Denoiser):
     def encode_condition(self, cond, batch_size):
         if cond is None or isinstance(cond, dict):
             return broadcast_condition(cond, batch_size)
+        if self._condition_encoder is not None:
+            cond = self._condition_encoder(cond)
+        elif isinstance(cond, str) or (isinstance(cond, (list, tuple)) and any(isinstance(c, str) for c in cond)):
+            raise DiffalignError(
+                f"FunctionDenoiser got the text condition {cond!r:.60}; pass condition_encoder= to map prompts to tensors"
+            )
         cond = torch.as_tensor(cond)
         if cond.ndim == 0:
             cond = cond.expand(batch_size)
