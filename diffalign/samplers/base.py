@@ -46,7 +46,8 @@ class SampleOutput:
             ``nonfinite_rewards``, ``nodes_chosen``. With a prompt set: ``prompts`` (their number),
             ``nfe_per_prompt``, ``nfe_budget_per_prompt``, ``prompt_batching`` ("shared calls" or
             "one prompt at a time"), and the per-prompt statistics (``ess``, ``log_z``, a tree's
-            ``nodes`` ...) as lists, one entry per prompt.
+            ``nodes`` ...) as lists, one entry per prompt; plan constants equal for every prompt
+            (``n``, ``rollouts``, ``particles``, ``kernel``) are given once.
     """
 
     samples: torch.Tensor
@@ -225,10 +226,16 @@ class Sampler:
 
 
 def _concatenate(pieces: list[SampleOutput]) -> SampleOutput:
-    """One output from one-prompt outputs: samples and rewards in prompt order, info values as lists."""
+    """One output from one-prompt outputs: samples and rewards in prompt order; each info value as a list
+    with one entry per prompt, except a plan constant (an int, string or flag equal for every prompt,
+    such as best-of-n's ``n``), which is given once."""
     rewards = None if pieces[0].rewards is None else torch.cat([p.rewards for p in pieces])
     keys = dict.fromkeys(key for piece in pieces for key in piece.info)
-    info = {key: [piece.info.get(key) for piece in pieces] for key in keys}
+    info = {}
+    for key in keys:
+        values = [piece.info.get(key) for piece in pieces]
+        constant = all(type(v) in (int, str, bool) and v == values[0] for v in values)
+        info[key] = values[0] if constant else values
     return SampleOutput(torch.cat([p.samples for p in pieces]), rewards, nfe=0, info=info)
 
 
