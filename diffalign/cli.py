@@ -28,6 +28,7 @@ from .cli_validation import (
     parse_options,  # noqa: F401  (kept importable from here)
 )
 from .errors import DiffalignError, SamplingWarning
+from .user_rewards import is_user_reward
 from .version import __version__
 
 EXIT_BAD_INPUT = 2
@@ -79,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--sampler", default="ancestral",
                         help=f"one of {', '.join(SAMPLER_OPTIONS)} ('diffalign list' shows their options)")
     sample.add_argument("--reward", default=None,
-                        help=f"one of {', '.join(REWARD_OPTIONS)}; or weights of several, e.g. "
+                        help=f"one of {', '.join(REWARD_OPTIONS)}; your own as FILE.py:NAME; or weights of several, e.g. "
                              "digit=1.0,compressibility=0.1 (a weighted-sum; options go to the rewards that take them)")
     sample.add_argument("--target", type=int, default=None, help="target class for the 'digit' reward")
     sample.add_argument("--reward-option", action="append", default=[], metavar="KEY=VALUE",
@@ -97,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="PNG grid to write (with --prompts: OUT-000.png, ... and OUT.jsonl, one line per prompt)")
     sample.add_argument("--prompt", default=None, help="text prompt (a pipeline directory with a text encoder)")
     sample.add_argument("--prompts", default=None, metavar="FILE",
-                        help="text file, one prompt a line: one grid and one JSON line (rewards, NFE) per prompt; "
+                        help="prompt file: .txt (one prompt a line) or .jsonl ({\"prompt\": ..., other fields = metadata "
+                             "for the reward}); one grid and one JSON line (rewards, NFE) per prompt; --nfe is per prompt; "
                              "under 'accelerate launch' the prompts are split across processes")
     sample.add_argument("--negative-prompt", default=None, help="negative prompt for classifier-free guidance (--cfg)")
     sample.add_argument("--attention", default=None, metavar="BACKEND",
@@ -163,7 +165,8 @@ def run_sample(args) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SamplingWarning)
         out = sampler.sample(model, reward, num_samples=args.num_samples, nfe=args.nfe, steps=args.steps,
-                             seed=args.seed, cond=args.prompt_list[0] if args.prompt_list else args.cond)
+                             seed=args.seed, cond=None if args.prompt_list else args.cond,
+                             prompts=args.prompt_list or None)
     _report_warnings(caught)
     da.save_grid(model.decode(out.samples), out_path)
     mean = f"{out.rewards.float().mean().item():.4f}" if out.rewards is not None else "n/a"
@@ -195,6 +198,10 @@ def build_reward(args, reward_options: dict):
 
     if args.reward is None:
         return None
+    if is_user_reward(args.reward):
+        from .user_rewards import load_user_reward
+
+        return load_user_reward(args.reward, reward_options)
     if args.reward_terms is None:
         return da.rewards.get(args.reward, **reward_options)
     parts = [da.rewards.get(name, **options) for name, _, options in args.reward_terms]

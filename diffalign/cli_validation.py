@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import DiffalignError, choice_error
+from .user_rewards import is_user_reward
 
 # Names the registries and the zoo know, with their options (in signature order) and which of them
 # are required. Keep in sync with the @register decorators; the test above says what to change.
@@ -144,7 +145,9 @@ def check_sample_args(args) -> tuple[dict, dict]:
     if args.target is not None:
         reward_options["target"] = args.target
     args.reward_terms = None
-    if args.reward is not None and is_weighted_reward(args.reward):
+    if args.reward is not None and is_user_reward(args.reward):
+        pass  # your own FILE.py:NAME reward: imported, and checked, when it is built
+    elif args.reward is not None and is_weighted_reward(args.reward):
         args.reward_terms = weighted_reward_terms(args.reward, reward_options)
     elif args.reward is not None:
         if args.reward not in REWARD_OPTIONS:
@@ -173,16 +176,17 @@ def check_prompt_args(args) -> None:
         raise DiffalignError("--prompt and --prompts exclude each other (one prompt, or a file of one prompt a line)")
     if args.cond is not None and (args.prompt is not None or args.prompts is not None):
         raise DiffalignError("--cond (a class label for the embedded models) and --prompt/--prompts exclude each other")
-    args.prompt_list = []
+    args.prompt_list, args.prompt_metadata = [], None
     if args.prompt is not None:
+        if not args.prompt.strip():
+            raise DiffalignError("--prompt is blank; give a text prompt")
         args.prompt_list = [args.prompt]
     elif args.prompts is not None:
-        path = Path(args.prompts)
-        if not path.is_file():
-            raise DiffalignError(f"--prompts {path} does not exist (expected a text file, one prompt a line)")
-        args.prompt_list = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        if not args.prompt_list:
-            raise DiffalignError(f"--prompts {path} has no prompts (expected one prompt a line)")
+        from .prompt_files import read_prompt_file
+
+        prompt_set = read_prompt_file(args.prompts, "--prompts")
+        args.prompt_list = list(prompt_set.prompts)
+        args.prompt_metadata = None if prompt_set.metadata is None else list(prompt_set.metadata)
     if args.negative_prompt is not None and not args.prompt_list:
         raise DiffalignError("--negative-prompt needs --prompt or --prompts")
     if args.negative_prompt is not None and args.cfg == 1.0:
