@@ -52,7 +52,7 @@ REWARD_OPTIONS = {
     "noisy-reward": ("path",),
     "weighted-sum": ("rewards", "weights"),
 }
-REWARDS_REQUIRED_OPTIONS = {"digit": ("target",), "noisy-reward": ("path",), "weighted-sum": ("rewards",)}
+REWARDS_REQUIRED_OPTIONS = {"noisy-reward": ("path",), "weighted-sum": ("rewards",)}
 
 KERNELS = ("ddim", "ddpm", "euler", "flow-sde")
 

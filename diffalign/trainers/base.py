@@ -111,6 +111,16 @@ class Trainer:
         if isinstance(self.reward, torch.nn.Module):
             self.reward = self.reward.to(device)
         self.cond = config.model.cond
+        self.train_prompts = None
+        if config.data.train_prompts is not None:
+            from .prompt_data import TrainingPrompts
+
+            self.train_prompts = TrainingPrompts(config.data.train_prompts, config.seed)
+        self.evaluator = None
+        if config.data.test_prompts is not None:
+            from .prompt_eval import PromptEvaluator
+
+            self.evaluator = PromptEvaluator(self)
         optimizer = torch.optim.AdamW(
             self.params, lr=tc.learning_rate, betas=(tc.adam_beta1, tc.adam_beta2), eps=tc.adam_epsilon,
             weight_decay=tc.weight_decay,
@@ -135,6 +145,40 @@ class Trainer:
     def data_position(self, step: int) -> int:
         """Micro-batches consumed before ``step`` (recorded in checkpoints)."""
         return step * self.micro_batches_per_step
+
+    # -- prompts and rollouts ------------------------------------------------------------------
+    def rollout_rows(self, step: int, index: int, groups: int, group_size: int):
+        """Conditions of a micro-batch's ``groups x group_size`` rollouts, group by group, with each row's
+        prompt: one prompt per group from the training file, or the fixed ``model.cond``."""
+        from .prompt_data import GroupRows, group_rows
+
+        if self.train_prompts is None:
+            return GroupRows(self.model.encode_condition(self.cond, groups * group_size), None, None)
+        chosen = self.train_prompts.draw(step, index, groups)
+        prompt_set = self.train_prompts.prompt_set
+        metadata = None if prompt_set.metadata is None else [prompt_set.metadata[i] for i in chosen]
+        return group_rows(self.model, [prompt_set.prompts[i] for i in chosen], metadata, group_size)
+
+    def policy(self, model):
+        """The policy that rolls out (and, for GRPO, whose log-probs are trained): ``model`` under CFG
+        when ``model.guidance_scale > 1`` and ``train.rollout_cfg`` (Flow-GRPO samples and computes
+        log-probs with CFG), else the conditional model alone."""
+        from ..models.wrappers import CFGDenoiser
+
+        scale = self.config.model.guidance_scale
+        if scale > 1.0 and self.config.train.rollout_cfg:
+            return CFGDenoiser(model, scale)
+        return model
+
+    def evaluate(self) -> None:
+        """Evaluate the test prompts now (main process; the others wait)."""
+        if self.evaluator is None:
+            return
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            self.evaluator.evaluate(self.step)
+        acc.wait_for_everyone()
 
     # -- setup ---------------------------------------------------------------------------------
     def _trainable_parameters(self) -> list[torch.nn.Parameter]:
@@ -255,8 +299,12 @@ class Trainer:
             bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in self.progress_keys})
             if tc.checkpoint_every and self.step % tc.checkpoint_every == 0 and self.step < max_steps:
                 self.save_checkpoint()
+            every = self.config.data.eval_every
+            if every and self.step % every == 0 and self.step < max_steps:
+                self.evaluate()
         bar.close()
         self.save_checkpoint()
+        self.evaluate()
         self.save_final()
         acc.end_training()
         return metrics

@@ -36,12 +36,25 @@ class ModelConfig:
         ["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2"], "module names that get LoRA adapters"
     )
     gradient_checkpointing: bool = option(False, "recompute activations in the backward pass (when the network supports it)")
+    guidance_scale: float = option(1.0, "classifier-free guidance scale of rollouts and evaluation (1: one pass, no CFG)")
 
 
 @dataclass
 class RewardConfig:
     name: str = option("digit", "reward name (see 'diffalign list')")
     options: dict = option({}, "reward options, e.g. {target: 3}")
+
+
+@dataclass
+class DataConfig:
+    train_prompts: Optional[str] = option(None, "training prompt file: .txt (one prompt a line) or .jsonl ({prompt: ..., other fields = metadata}); null = model.cond")
+    test_prompts: Optional[str] = option(None, "held-out prompt file evaluated while training (same formats)")
+    eval_every: int = option(0, "steps between evaluations of the test prompts (0: only at the end)")
+    eval_rewards: list = option([], "evaluation panel: reward names or {name: ..., options: {...}}; empty = the training reward")
+    eval_samples_per_prompt: int = option(2, "samples per test prompt at each evaluation (fixed seeds)")
+    eval_steps: int = option(20, "sampler steps of an evaluation rollout")
+    eval_seed: int = option(0, "seed of the evaluation samples (test prompt i uses eval_seed + i)")
+    eval_grid_prompts: int = option(16, "test prompts shown in the logged image grid (one row each)")
 
 
 @dataclass
@@ -61,7 +74,8 @@ class TrainingConfig:
     checkpoint_every: int = option(50, "steps between checkpoints (0: only the final one)")
     keep_checkpoints: int = option(2, "most recent checkpoints kept on disk")
     log_every: int = option(1, "steps between tracker logs")
-    report_to: Literal["tensorboard", "none"] = option("tensorboard", "accelerate tracker")
+    report_to: Literal["tensorboard", "wandb", "none"] = option("tensorboard", "accelerate tracker (wandb must be installed)")
+    rollout_cfg: bool = option(True, "with model.guidance_scale > 1: rollouts and GRPO's log-probs use CFG (two passes), as Flow-GRPO does; false: the conditional model alone")
 
 
 @dataclass
@@ -73,11 +87,13 @@ class TrainerConfig:
     model: ModelConfig = option(None, "the network and its adapters")
     reward: RewardConfig = option(None, "the reward")
     train: TrainingConfig = option(None, "optimisation and bookkeeping")
+    data: DataConfig = option(None, "prompt datasets and evaluation while training")
 
     def __post_init__(self):
         self.model = self.model or ModelConfig()
         self.reward = self.reward or RewardConfig()
         self.train = self.train or TrainingConfig()
+        self.data = self.data or DataConfig()
 
     def validate(self) -> None:
         """Value checks beyond types; raise DiffalignError naming the key."""
@@ -92,6 +108,27 @@ class TrainerConfig:
         require(t.learning_rate > 0, "train.learning_rate", t.learning_rate, "> 0")
         require(0 <= t.ema_decay < 1, "train.ema_decay", t.ema_decay, "in [0, 1)")
         require(self.model.lora_alpha > 0, "model.lora_alpha", self.model.lora_alpha, "> 0")
+        require(self.model.guidance_scale >= 1, "model.guidance_scale", self.model.guidance_scale, ">= 1")
+        d = self.data
+        if d.train_prompts is not None and self.model.cond is not None:
+            raise DiffalignError("config keys 'model.cond' and 'data.train_prompts' exclude each other: train on one "
+                                 "fixed condition, or on a prompt file (each prompt is its samples' condition)")
+        for key in ("eval_samples_per_prompt", "eval_steps", "eval_grid_prompts"):
+            require(getattr(d, key) >= 1, f"data.{key}", getattr(d, key), ">= 1")
+        require(d.eval_every >= 0, "data.eval_every", d.eval_every, ">= 0")
+        if (d.eval_every or d.eval_rewards) and d.test_prompts is None:
+            raise DiffalignError("config keys 'data.eval_every' and 'data.eval_rewards' need 'data.test_prompts' (the held-out prompt file)")
+        if self.train.report_to == "wandb":
+            import importlib.util
+
+            if importlib.util.find_spec("wandb") is None:
+                raise DiffalignError("config key 'train.report_to' is 'wandb' but wandb is not installed: pip install wandb, "
+                                     "or use tensorboard")
+        for path in (d.train_prompts, d.test_prompts):
+            if path is not None:
+                from ..prompt_files import read_prompt_file
+
+                read_prompt_file(path)  # torch-free: a bad file is one line before anything is written
 
 
 def require(ok: bool, key: str, value, what: str) -> None:

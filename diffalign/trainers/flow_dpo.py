@@ -40,28 +40,37 @@ class FlowDPOTrainer(Trainer):
 
     def make_micro_batch(self, step, index, generator):
         c = self.config
+        pair_cond = None
         if self.pairs is not None:
             winners, losers, labels, rewards = self._file_pairs(step, index)
         else:
-            winners, losers, labels, rewards = self._online_pairs(generator)
+            winners, losers, pair_cond, rewards = self._online_pairs(step, index, generator)
+            labels = None
         draws = c.noise_draws
         winners, losers = winners.repeat_interleave(draws, 0), losers.repeat_interleave(draws, 0)
         n = winners.shape[0]
         noise = torch.randn((n, *self.model.shape), generator=generator).to(winners)
         t = training_times(n, generator)
-        cond = self.model.encode_condition(labels.repeat_interleave(draws, 0) if labels is not None else self.cond, n)
+        if pair_cond is not None:  # each pair is two samples of one prompt: both sides keep its condition
+            cond = index_condition(pair_cond, torch.arange(c.pairs_per_micro_batch).repeat_interleave(draws))
+        else:
+            cond = self.model.encode_condition(labels.repeat_interleave(draws, 0) if labels is not None else self.cond, n)
         return {"winners": winners, "losers": losers, "noise": noise, "t": t, "cond": cond, **rewards}
 
-    def _online_pairs(self, generator):
+    def _online_pairs(self, step, index, generator):
         c = self.config
         n = c.pairs_per_micro_batch * c.group_size
-        cond = self.model.encode_condition(self.cond, n)
-        samples = generate(self.model, self.kernel, c.sample_steps, cond, n, generator)
-        rewards = score(self.reward, self.model, samples).view(c.pairs_per_micro_batch, c.group_size)
+        # a pair is the best and worst of group_size samples of one prompt
+        rows = self.rollout_rows(step, index, c.pairs_per_micro_batch, c.group_size)
+        samples = generate(self.policy(self.model), self.kernel, c.sample_steps, rows.cond, n, generator)
+        rewards = score(self.reward, self.model, samples, rows.prompts, rows.metadata).view(c.pairs_per_micro_batch, c.group_size)
         best, worst = rewards.argmax(1), rewards.argmin(1)
-        rows = torch.arange(c.pairs_per_micro_batch) * c.group_size
+        starts = torch.arange(c.pairs_per_micro_batch) * c.group_size
         stats = {"reward": rewards.mean().item(), "reward_gap": (rewards.max(1).values - rewards.min(1).values).mean().item()}
-        return samples[rows + best.cpu()], samples[rows + worst.cpu()], None, stats
+        pair_cond = None
+        if self.train_prompts is not None and rows.cond is not None:
+            pair_cond = index_condition(rows.cond, starts.to(next(iter(rows.cond.values())).device))
+        return samples[starts + best.cpu()], samples[starts + worst.cpu()], pair_cond, stats
 
     def _file_pairs(self, step, index):
         c = self.config

@@ -62,10 +62,12 @@ class GRPOTrainer(Trainer):
     def make_micro_batch(self, step, index, generator):
         c = self.config
         n = c.group_size * c.groups_per_micro_batch
-        cond = self.model.encode_condition(self.cond, n)
+        # a group is group_size samples of one prompt (Flow-GRPO); advantages are normalised within it
+        rows = self.rollout_rows(step, index, c.groups_per_micro_batch, c.group_size)
         grid = self.model.schedule.time_grid(c.sample_steps)
-        trajectories = sample_trajectories(self.model, self.kernel, grid, cond, n, generator, c.log_prob_reduction)
-        rewards = score(self.reward, self.model, trajectories.samples)
+        trajectories = sample_trajectories(self.policy(self.model), self.kernel, grid, rows.cond, n, generator,
+                                           c.log_prob_reduction)
+        rewards = score(self.reward, self.model, trajectories.samples, rows.prompts, rows.metadata)
         steps = trajectories.trainable_steps
         count = max(1, round(c.timestep_fraction * steps))
         trained = torch.randperm(steps, generator=generator)[:count].sort().values
@@ -85,7 +87,7 @@ class GRPOTrainer(Trainer):
         steps = batch["trained_steps"]
         for j in steps:
             x, x_next = traj.states[j], traj.states[j + 1]
-            step = transition(self.model, self.kernel, x, traj.grid[j], traj.grid[j + 1], traj.cond)
+            step = transition(self.policy(self.model), self.kernel, x, traj.grid[j], traj.grid[j + 1], traj.cond)
             log_prob = step.log_prob(x_next, c.log_prob_reduction)
             ppo = ppo_clip_loss(log_prob, traj.log_probs[j], advantages, c.clip_range)
             loss = loss + ppo.loss / len(steps)
@@ -93,7 +95,8 @@ class GRPOTrainer(Trainer):
             clipped += ppo.clipped_fraction.item() / len(steps)
             if c.kl_coef > 0:
                 with torch.no_grad(), self.reference_policy() as reference:
-                    reference_step = transition(reference, self.kernel, x, traj.grid[j], traj.grid[j + 1], traj.cond)
+                    reference_step = transition(self.policy(reference), self.kernel, x, traj.grid[j], traj.grid[j + 1],
+                                                traj.cond)
                 kl = gaussian_kl(step.mean, reference_step.mean, step.std).mean()
                 loss = loss + c.kl_coef * kl / len(steps)
                 kl_total += kl.item() / len(steps)
