@@ -289,6 +289,8 @@ class Trainer:
         bar = tqdm(total=max_steps, initial=self.step, desc=f"train {self.name}", disable=not acc.is_main_process,
                    dynamic_ncols=True)
         metrics: dict[str, float] = {}
+        if self.step == 0 and self.config.data.eval_every:
+            self.evaluate()  # the base model's line: what every later evaluation is compared with
         start = time.perf_counter()
         while self.step < max_steps:
             metrics = self.train_step()

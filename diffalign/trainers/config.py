@@ -128,7 +128,7 @@ class TrainerConfig:
             if path is not None:
                 from ..prompt_files import read_prompt_file
 
-                read_prompt_file(path)  # torch-free: a bad file is one line before anything is written
+                read_prompt_file(path, f"config key 'data.{'train' if path == d.train_prompts else 'test'}_prompts':")  # torch-free: a bad file is one line before anything is written
 
 
 def require(ok: bool, key: str, value, what: str) -> None:
@@ -290,4 +290,19 @@ def config_from_dict(data: dict) -> TrainerConfig:
 
 def load_config(path, overrides: list[str] = ()) -> TrainerConfig:
     """Read a YAML preset, apply ``key.path=value`` overrides, and check every key, type and value."""
-    return config_from_dict(apply_overrides(read_yaml(path), list(overrides)))
+    return config_from_dict(_resolve_prompt_paths(apply_overrides(read_yaml(path), list(overrides)), Path(path)))
+
+
+def _resolve_prompt_paths(data: dict, config_path: Path) -> dict:
+    """A relative prompt-file path is taken from the working directory, or else from the config file's
+    directory (so a preset finds the prompt files shipped beside it from anywhere)."""
+    section = data.get("data")
+    if not isinstance(section, dict):
+        return data
+    for key in ("train_prompts", "test_prompts"):
+        value = section.get(key)
+        if isinstance(value, str) and not Path(value).is_absolute() and not Path(value).exists():
+            beside = config_path.parent / value
+            if beside.exists():
+                section[key] = str(beside)
+    return data

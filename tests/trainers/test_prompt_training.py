@@ -60,7 +60,7 @@ def test_evaluation_writes_eval_jsonl_scalars_and_grids_and_resume_adds_no_dupli
     config = config_from_dict(raw)
     get_trainer("grpo")(config, tmp_path / "run").train()
     lines = [json.loads(x) for x in (tmp_path / "run" / "eval.jsonl").read_text().splitlines()]
-    assert [line["step"] for line in lines] == [1, 2]
+    assert [line["step"] for line in lines] == [0, 1, 2]  # 0: the base model
     for line in lines:
         assert set(line["rewards"]) == {"digit", "jpeg"} and len(line["rewards"]["digit"]["per_prompt"]) == 3
         per_prompt = line["rewards"]["digit"]["per_prompt"]
@@ -76,7 +76,7 @@ def test_evaluation_writes_eval_jsonl_scalars_and_grids_and_resume_adds_no_dupli
     # extending the run resumes: the history stays, step 2 is not evaluated twice
     get_trainer("grpo")(config, tmp_path / "run").train(max_steps=3)
     lines = [json.loads(x) for x in (tmp_path / "run" / "eval.jsonl").read_text().splitlines()]
-    assert [line["step"] for line in lines] == [1, 2, 3]
+    assert [line["step"] for line in lines] == [0, 1, 2, 3]
 
 
 @pytest.mark.parametrize("method", ["rwr", "flow_dpo", "grpo"])
@@ -166,7 +166,7 @@ def test_sigkill_with_a_prompt_dataset_then_rerun_equals_an_uninterrupted_run(pr
     assert all(torch.equal(expected[k], got[k]) for k in expected)
     whole = (tmp_path / "whole" / "eval.jsonl").read_text().splitlines()
     killed = (tmp_path / "killed" / "eval.jsonl").read_text().splitlines()
-    assert killed == whole and [json.loads(x)["step"] for x in whole] == [4, 8, 12, 16, 20, 24, 28, 30]
+    assert killed == whole and [json.loads(x)["step"] for x in whole] == [0, 4, 8, 12, 16, 20, 24, 28, 30]
 
 
 @pytest.mark.slow
