@@ -131,6 +131,14 @@ class TrainerConfig:
                 read_prompt_file(path, f"config key 'data.{'train' if path == d.train_prompts else 'test'}_prompts':")  # torch-free: a bad file is one line before anything is written
 
 
+def refuse_prompt_data(config: "TrainerConfig", why: str) -> None:
+    """For methods that train on one fixed condition: a ``data:`` section is one clear error, not ignored."""
+    d = config.data
+    if d.train_prompts is not None or d.test_prompts is not None:
+        raise DiffalignError(f"method {config.method!r} does not take a prompt dataset ({why}); remove 'data.train_prompts' "
+                             "and 'data.test_prompts' and set 'model.cond'")
+
+
 def require(ok: bool, key: str, value, what: str) -> None:
     if not ok:
         raise DiffalignError(f"config key {key!r} must be {what}, got {value!r}")

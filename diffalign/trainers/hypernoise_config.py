@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .config import TrainerConfig, option, require
+from .config import TrainerConfig, option, refuse_prompt_data, require
 
 
 @dataclass
@@ -21,6 +21,7 @@ class HyperNoiseConfig(TrainerConfig):
 
     def validate(self) -> None:
         super().validate()
+        refuse_prompt_data(self, "its noise hypernetwork is trained for one condition")
         for key in ("hidden", "layers", "generator_steps", "noises_per_micro_batch"):
             require(getattr(self, key) >= 1, key, getattr(self, key), ">= 1")
         require(self.reward_weight > 0, "reward_weight", self.reward_weight, "> 0")

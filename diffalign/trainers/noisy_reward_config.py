@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from .config import TrainerConfig, option, require
+from .config import TrainerConfig, option, refuse_prompt_data, require
 
 
 @dataclass
@@ -30,6 +30,7 @@ class NoisyRewardConfig(TrainerConfig):
 
     def validate(self) -> None:
         super().validate()
+        refuse_prompt_data(self, "its reward model is trained on one condition's samples")
         for key in ("pool_size", "holdout_pairs", "sample_steps", "pairs_per_micro_batch", "hidden", "time_features"):
             require(getattr(self, key) >= 1, key, getattr(self, key), ">= 1")
         require(0 < self.holdout_fraction < 1, "holdout_fraction", self.holdout_fraction, "in (0, 1)")

@@ -191,3 +191,10 @@ def test_two_processes_with_a_prompt_dataset_match_one_process_with_doubled_accu
     for key in expected:  # equal up to the order of float summation across processes
         torch.testing.assert_close(got[key], expected[key], rtol=1e-5, atol=1e-7)
     assert (tmp_path / "one" / "eval.jsonl").read_text() == (tmp_path / "two" / "eval.jsonl").read_text()
+
+
+@pytest.mark.parametrize("method", ["hypernoise", "noisy_reward"])
+def test_one_condition_methods_refuse_a_prompt_dataset(prompt_files, method):
+    raw = {"method": method, "data": {"train_prompts": prompt_files[0]}}
+    with pytest.raises(DiffalignError, match=f"method '{method}' does not take a prompt dataset"):
+        config_from_dict(raw)
