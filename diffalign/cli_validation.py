@@ -22,12 +22,13 @@ MODELS = ("digits", "digits-flow", "digits-fast")
 _DTS_OPTIONS = (
     "lam", "preset", "children", "branch_every", "branch_steps", "allocation", "exploration", "leaves_per_iteration",
     "kernel", "kernel_options", "max_memory_bytes", "on_memory_full", "storage_dtype", "storage_device",
-    "nonfinite_reward", "reuse_tree", "c_pw", "alpha", "c_uct", "output", "max_idle_iterations", "progress",
+    "nonfinite_reward", "reuse_tree", "c_pw", "alpha", "c_uct", "output", "max_idle_iterations", "trees_per_prompt",
+    "max_rows", "progress",
 )
 _DTS_STAR_OPTIONS = (
     "lam", "c_pw", "alpha", "c_uct", "branch_every", "branch_steps", "leaves_per_iteration", "kernel",
     "kernel_options", "max_memory_bytes", "on_memory_full", "storage_dtype", "storage_device",
-    "nonfinite_reward", "reuse_tree", "output", "max_idle_iterations", "progress",
+    "nonfinite_reward", "reuse_tree", "output", "max_idle_iterations", "trees_per_prompt", "max_rows", "progress",
 )
 SAMPLER_OPTIONS = {
     "ancestral": ("kernel", "kernel_options", "progress", "batch_size"),

@@ -7,6 +7,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+import numpy as np
 import torch
 
 from ..errors import DiffalignError, SamplingWarning
@@ -81,6 +82,13 @@ class Sampler:
     #: rows of several prompts share model calls (implements :meth:`_sample_prompts`); otherwise a
     #: prompt set runs one prompt after another
     batches_prompts: bool = False
+    #: a one-prompt search whose copies can run as a forest over shared model calls (the tree samplers);
+    #: such samplers set ``trees_per_prompt`` and ``max_rows``
+    runs_as_forest: bool = False
+    trees_per_prompt: int = 1
+    max_rows: int = 256
+    #: how a prompt's trees' outputs combine: "best" (a search) or "resample" (by each tree's Z-hat)
+    forest_merge: str = "resample"
 
     def __init__(self, progress: Optional[bool] = None, batch_size: int = 512):
         self.progress = progress
@@ -136,6 +144,8 @@ class Sampler:
             if prompts is None:
                 raise DiffalignError("metadata needs prompts: give one metadata entry per prompt")
             out = self._sample_prompt_set(model, reward_fn, prompts, metadata, num_samples, nfe, steps, seed)
+        elif self.runs_as_forest and self.trees_per_prompt > 1:
+            out = self._sample_forest(model, reward_fn, [None], None, num_samples, nfe, steps, seed, cond)
         else:
             counter = NFECounter(model, budget=nfe)
             generator = torch.Generator(device=model.device).manual_seed(seed)
@@ -165,7 +175,10 @@ class Sampler:
         from .prompt_groups import PromptGroups, check_prompt_list
 
         prompts, metadata = check_prompt_list(prompts, metadata)
-        if self.batches_prompts and not reads_prompts(model):
+        if self.runs_as_forest and not reads_prompts(model):
+            out = self._sample_forest(model, reward, prompts, metadata, num_samples, nfe, steps, seed, None)
+            per_prompt, batching = out.info["nfe_per_prompt"], "forest"
+        elif self.batches_prompts and not reads_prompts(model):
             groups = PromptGroups.build(model, prompts, metadata, seed)
             counter = NFECounter(model, budget=None if nfe is None else nfe * len(prompts))
             with torch.no_grad():
@@ -197,10 +210,85 @@ class Sampler:
     def _sample_prompts(self, model, reward, groups, num_samples, nfe, steps) -> SampleOutput:
         raise NotImplementedError
 
+    def _sample_forest(self, model, reward, prompts, metadata, num_samples, nfe, steps, seed, cond) -> SampleOutput:
+        """``trees_per_prompt`` independent trees per prompt (``prompts=[None]``: the one condition ``cond``),
+        all sharing model calls (:mod:`diffalign.samplers.forest`). Tree j of prompt i gets seed
+        ``seed + i * m + j``, a budget of ``nfe // m`` and ``num_samples`` outputs of its own, exactly as
+        alone; a prompt's outputs are its tree's (m = 1), else the best ``num_samples`` of its trees'
+        (a search) or ``num_samples`` drawn from their pooled outputs in proportion to each tree's
+        estimate of Z (a sampler with ``log_z``; uniform over trees otherwise)."""
+        from ..prompting import prompt_scope
+        from ..rewards.prompted import PromptBoundReward
+        from .forest import run_forest
+
+        m = self.trees_per_prompt
+        if nfe is None:
+            raise DiffalignError(f"{self.name} needs an nfe budget")
+        budget = nfe // m
+        if budget < 1:
+            raise DiffalignError(f"nfe={nfe} is too small for trees_per_prompt={m} (each tree gets nfe // {m})")
+
+        def job(i: int, j: int):
+            prompt = prompts[i]
+            entry = None if metadata is None else metadata[i]
+            bound = reward if reward is None or prompt is None else PromptBoundReward(reward, prompt, entry)
+            tree = self._fresh_copy()
+
+            def run(shared_model):
+                counter = NFECounter(shared_model, budget=budget)
+                generator = torch.Generator(device=model.device).manual_seed(seed + i * m + j)
+                with prompt_scope(prompt, entry):
+                    piece = tree._sample(counter, bound, num_samples, budget, steps, generator,
+                                         cond if prompt is None else prompt)
+                piece.nfe = counter.count
+                return piece
+
+            return run
+
+        jobs = [job(i, j) for i in range(len(prompts)) for j in range(m)]
+        pieces, stats = run_forest(model, jobs, self.max_rows)
+        merged = [self._merge_trees(pieces[i * m:(i + 1) * m], num_samples, seed, i) for i in range(len(prompts))]
+        out = _concatenate(merged)
+        out.nfe = sum(piece.nfe for piece in pieces)
+        out.info.update(trees=len(pieces), trees_per_prompt=m, nfe_per_tree=[piece.nfe for piece in pieces],
+                        nfe_per_prompt=[sum(p.nfe for p in pieces[i * m:(i + 1) * m]) for i in range(len(prompts))],
+                        model_calls=stats["calls"], rows_per_call=stats["rows_per_call"], max_rows=self.max_rows)
+        if prompts == [None]:  # one condition: per-prompt lists of one entry read as plain values
+            out.info = {k: (v[0] if isinstance(v, list) and len(v) == 1 and k != "nfe_per_tree" else v)
+                        for k, v in out.info.items()}
+        return out
+
+    def _merge_trees(self, pieces: list["SampleOutput"], num_samples: int, seed: int, prompt_index: int) -> "SampleOutput":
+        """One prompt's outputs from its trees' (see :meth:`_sample_forest`)."""
+        if len(pieces) == 1:
+            return pieces[0]
+        samples = torch.cat([p.samples for p in pieces])
+        rewards = torch.cat([p.rewards for p in pieces])
+        if self.forest_merge == "best":
+            order = torch.argsort(torch.nan_to_num(rewards.double(), nan=-float("inf")), descending=True, stable=True)
+            chosen = order[:num_samples]
+        else:
+            from .weights import multinomial_resample
+
+            # tree j's outputs are draws from its own estimate of the target: weight it by its Z-hat
+            # (an unbiased estimate of Z for the exact dts), split over its outputs
+            sizes = torch.tensor([len(p.samples) for p in pieces])
+            log_z = torch.tensor([float(p.info.get("log_z", 0.0)) for p in pieces], dtype=torch.float64)
+            log_w = (log_z - sizes.double().log()).repeat_interleave(sizes)
+            key = int(np.random.SeedSequence([seed, prompt_index, 7]).generate_state(1)[0])
+            chosen = multinomial_resample(log_w, num_samples, torch.Generator().manual_seed(key))
+        return SampleOutput(samples[chosen], rewards[chosen], nfe=0, info=_tree_info(pieces))
+
+    def _fresh_copy(self) -> "Sampler":
+        """A copy with its own search state, for one tree of a forest."""
+        import copy
+
+        return copy.copy(self)
+
     def _warn_if_few_distinct(self, out: SampleOutput, num_samples: int) -> None:
         distinct, ess = out.info["distinct"], out.info.get("ess")
-        if isinstance(ess, list):  # a prompt set: its worst prompt
-            ess = min((e for e in ess if e is not None), default=None)
+        if isinstance(ess, list):  # a prompt set (or a forest): its worst prompt or tree
+            ess = min(_numbers(ess), default=None)
         if out.prompts is not None:  # distinct samples per prompt, on average
             distinct = distinct / out.info["prompts"]
         floor = MIN_DIVERSITY_FRACTION * num_samples
@@ -223,6 +311,19 @@ class Sampler:
     def progress_bar(self, iterable=None, **kwargs):
         """A tqdm bar that honours ``progress``: None shows it only for runs longer than a few seconds."""
         return progress_bar(iterable, progress=self.progress, **kwargs)
+
+
+def _numbers(value) -> list[float]:
+    """The numbers in a value that may nest lists (per prompt, per tree)."""
+    if isinstance(value, list):
+        return [n for item in value for n in _numbers(item)]
+    return [] if value is None else [float(value)]
+
+
+def _tree_info(pieces: list[SampleOutput]) -> dict:
+    """A prompt's info from its trees': each key as a list with one entry per tree."""
+    keys = dict.fromkeys(key for piece in pieces for key in piece.info)
+    return {key: [piece.info.get(key) for piece in pieces] for key in keys}
 
 
 def _concatenate(pieces: list[SampleOutput]) -> SampleOutput:
