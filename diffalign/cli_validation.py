@@ -28,7 +28,8 @@ _DTS_OPTIONS = (
 _DTS_STAR_OPTIONS = (
     "lam", "c_pw", "alpha", "c_uct", "branch_every", "branch_steps", "leaves_per_iteration", "kernel",
     "kernel_options", "max_memory_bytes", "on_memory_full", "storage_dtype", "storage_device",
-    "nonfinite_reward", "reuse_tree", "output", "max_idle_iterations", "trees_per_prompt", "max_rows", "progress",
+    "nonfinite_reward", "reuse_tree", "output", "max_idle_iterations", "trees_per_prompt", "max_rows", "fast_forward",
+    "progress",
 )
 SAMPLER_OPTIONS = {
     "ancestral": ("kernel", "kernel_options", "progress", "batch_size"),

@@ -119,6 +119,9 @@ class PaperDTSSampler(Sampler):
         trees_per_prompt: independent trees per prompt (or for the one ``cond``), sharing the prompt's
             ``nfe`` (each gets nfe // m) and every model call (:mod:`~diffalign.samplers.forest`).
         max_rows: rows per shared model call of a forest (default 256).
+        fast_forward: DTS* only: apply at once the selections that would retrace a dead end
+            (:meth:`DTSStarSampler.repeat_dead_end`; the tree is identical, a test checks it). False
+            selects one at a time, as before -- there to measure what it saves.
     """
 
     name = "dts"
@@ -150,10 +153,14 @@ class PaperDTSSampler(Sampler):
         max_idle_iterations: int = 1000,
         trees_per_prompt: int = 1,
         max_rows: int = DEFAULT_MAX_ROWS,
+        fast_forward: bool = True,
         progress: Optional[bool] = None,
     ):
         super().__init__(progress=progress)
         self.trees_per_prompt, self.max_rows = check_forest_options(trees_per_prompt, max_rows, reuse_tree)
+        if not isinstance(fast_forward, bool):
+            raise DiffalignError(f"fast_forward must be true or false, got {fast_forward!r}")
+        self.fast_forward = fast_forward
         lam = self.default_lam if lam is None else lam
         c_pw = self.default_c_pw if c_pw is None else c_pw
         alpha = self.default_alpha if alpha is None else alpha
@@ -284,7 +291,8 @@ class PaperDTSSampler(Sampler):
                 row_cost, row_nodes = (0, 0) if node is None else pool.cost(node, evals)
                 if node is None or tree.is_terminal(node) or row_cost > left:
                     # (a shallower node may still fit the budget)
-                    selections += self.repeat_dead_end(tree, path, pool.pending, allowance - 1)
+                    if self.fast_forward:
+                        selections += self.repeat_dead_end(tree, path, pool.pending, allowance - 1)
                     continue
                 if not tree.can_add(pool.reserved_nodes + new_nodes + row_nodes):
                     memory_full = True
