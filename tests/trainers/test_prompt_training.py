@@ -3,10 +3,8 @@ index), evaluation of held-out prompts into eval.jsonl and the trackers, resume 
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ import yaml
 from diffalign.errors import DiffalignError
 from diffalign.trainers import config_from_dict, get_trainer
 
-from .conftest import tiny_raw
+from .conftest import sigkill_once_written, tiny_raw
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -155,11 +153,7 @@ def test_sigkill_with_a_prompt_dataset_then_rerun_equals_an_uninterrupted_run(pr
     process = subprocess.Popen(command + [str(tmp_path / "killed")], env=_env(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     checkpoint = tmp_path / "killed" / "checkpoints" / "step-000006"
-    deadline = time.time() + 300
-    while not checkpoint.exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    sigkill_once_written(process, checkpoint)
     assert not (tmp_path / "killed" / "final").exists(), "the run ended before it could be killed"
     subprocess.run(command + [str(tmp_path / "killed")], env=_env(), check=True, capture_output=True)
     expected, got = _lora(tmp_path / "whole"), _lora(tmp_path / "killed")
