@@ -53,6 +53,10 @@ def prepare_output_dir(directory: Path, config_dict: dict, overwrite: bool, is_m
 
     from ..atomic import atomic_write_bytes
 
+    if not is_main:
+        # only the main process looks at and prepares the directory; the others wait at the barrier after
+        # this call (checking it too raced with the main process's writes: exit 2 in about 1 start in 3)
+        return
     recorded_path = directory / CONFIG_FILE
     if directory.exists() and not directory.is_dir():
         raise DiffalignError(f"output directory {directory} is a file")
@@ -65,8 +69,6 @@ def prepare_output_dir(directory: Path, config_dict: dict, overwrite: bool, is_m
         except yaml.YAMLError:
             raise DiffalignError(f"corrupt run config {recorded_path}; pass --overwrite to start afresh") from None
         check_same_run(recorded or {}, config_dict, directory)
-    if not is_main:
-        return
     if used and overwrite:
         shutil.rmtree(directory)
     try:
