@@ -45,6 +45,9 @@ SAMPLERS_NEEDING_REWARD = ("best-of-n", "dts", "dts-star", "reno", "sir", "smc")
 REWARD_OPTIONS = {
     "aesthetic": ("mlp_weights", "model_name", "pretrained", "quick_gelu", "embed_dim"),
     "clip": ("prompt", "model_name", "pretrained", "quick_gelu"),
+    "clipscore": ("path", "hub_id", "dtype"),
+    "hpsv2": ("path", "hub_id", "filename", "model_name"),
+    "pickscore": ("path", "hub_id", "processor", "dtype"),
     "compressibility": ("quality",),
     "digit": ("target", "classifier_dir"),
     "incompressibility": ("quality",),
