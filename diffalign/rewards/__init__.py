@@ -12,6 +12,7 @@
 - ``pickscore``: PickScore (Pick-a-Pic's CLIP-H preference model, transformers).
 - ``clipscore``: CLIPScore on transformers' CLIP ViT-L/14.
 - ``hpsv2``: Human Preference Score v2.1 (open_clip ViT-H-14).
+- ``remote``: a reward served by ``diffalign serve-reward`` over HTTP (:mod:`.server`, :mod:`.remote`).
 
 The hub rewards load ``from_pretrained`` lazily, preprocess in torch (:mod:`.pixel_preprocess`,
 differentiable) and take ``path=DIR`` for a local copy (docs/rewards.md).
@@ -33,11 +34,14 @@ from .noisy_model import NoisyRewardNet
 from .pickscore import PickScore
 from .clipscore import HFClipScore
 from .hpsv2 import HPSv2
+from .async_scoring import AsyncScorer
+from .remote import RemoteReward, RemoteRewardError
 
 __all__ = [
     "REWARDS",
     "AestheticMLP",
     "AestheticScore",
+    "AsyncScorer",
     "CallableReward",
     "ClipBackbone",
     "ClipScore",
@@ -49,6 +53,8 @@ __all__ = [
     "JpegIncompressibility",
     "NoisyReward",
     "NoisyRewardNet",
+    "RemoteReward",
+    "RemoteRewardError",
     "Reward",
     "WeightedSum",
     "as_reward",
