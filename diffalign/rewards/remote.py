@@ -7,7 +7,10 @@ capped by the server's ``max_batch``), so local and remote scoring see the same 
 batches. ``name`` and ``needs_prompts`` are taken from the server's ``/info``. Remote scores carry
 no gradient, so ``differentiable`` is False whatever the served reward is.
 
-Failure is loud and bounded: a connection refused, a timeout (``timeout`` seconds per operation),
+The client is the standard library's ``http.client`` (one keep-alive connection per thread), so
+the remote reward needs no extra package; the server needs the ``server`` extra.
+
+Failure is loud and bounded: a connection refused, a timeout (``timeout`` seconds per socket operation),
 a 5xx or a response that is not ``(B,)`` scores is retried ``retries`` times with a short backoff,
 then raises :class:`RemoteRewardError`, one line naming the URL and the failure. 4xx answers (bad
 token, a batch over the server's limits, a reward refusing its input) are not retried. Nothing is
@@ -20,8 +23,12 @@ batch k + 1 (:mod:`.async_scoring`).
 
 from __future__ import annotations
 
+import http.client
+import json
 import socket
+import threading
 import time
+import urllib.parse
 from concurrent.futures import Future
 from typing import Any, Optional, Sequence
 
@@ -55,10 +62,6 @@ class RemoteReward(Reward):
     def __init__(self, *, url: str, token: Optional[str] = None, batch_size: int = 64, timeout: float = 60.0,
                  retries: int = 2):
         super().__init__()
-        try:
-            import httpx
-        except ImportError as err:
-            raise DiffalignError(f"the remote reward needs httpx (pip install 'diffalign[server]'): {err}") from None
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise DiffalignError(f"remote reward url must start with http:// or https://; got {url!r}")
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
@@ -68,50 +71,98 @@ class RemoteReward(Reward):
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
             raise DiffalignError(f"remote reward retries must be a non-negative integer; got {retries!r}")
         self.url = url.rstrip("/")
+        parts = urllib.parse.urlsplit(self.url)
+        if not parts.hostname:
+            raise DiffalignError(f"remote reward url has no host: {url!r}")
+        self._https = parts.scheme == "https"
+        self._address = (parts.hostname, parts.port or (443 if self._https else 80))
+        self._prefix = parts.path.rstrip("/")
+        self.timeout = float(timeout)
         self.retries = retries
-        self._httpx = httpx
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        # one pooled client: keep-alive connections make a request cost one round trip; thread-safe
-        # TCP_NODELAY: the headers and the body go out as two writes; with Nagle's algorithm the body waits
-        # for the ACK of the headers, which the server delays (~40 ms per request on Linux loopback)
-        transport = httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-                                        limits=httpx.Limits(max_connections=16, max_keepalive_connections=16))
-        self._client = httpx.Client(base_url=self.url, headers=headers, timeout=httpx.Timeout(float(timeout)),
-                                    transport=transport)
-        info = self._request("GET", "/info", None, "the server's /info")
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        # one keep-alive connection per thread (http.client connections are not thread-safe), so a request
+        # costs one round trip; the standard library client costs about half of what httpx costs per request
+        self._local = threading.local()
+        self._async: Optional[AsyncScorer] = None
+        answer = self._request("GET", "/info", None, "the server's /info")
         try:
-            info = info.json()
+            info = json.loads(answer)
             self.name = str(info["name"])
             self.needs_prompts = bool(info["needs_prompts"])
             self.served_differentiable = bool(info["differentiable"])
             self.batch_size = min(batch_size, int(info["max_batch"]))
         except (ValueError, KeyError, TypeError):
             raise RemoteRewardError(f"remote reward at {self.url}: /info is not a diffalign reward server's answer "
-                                    f"(got {info.text[:80]!r})") from None
-        self._async: Optional[AsyncScorer] = None
+                                    f"(got {answer[:80]!r})") from None
 
-    def _request(self, method: str, path: str, body: Optional[bytes], what: str):
+    def info(self) -> dict:
+        """The server's ``/info`` (reward name, needs_prompts, limits): also a cheap liveness check."""
+        return json.loads(self._request("GET", "/info", None, "the server's /info"))
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            conn = kind(*self._address, timeout=self.timeout)
+            conn.connect()
+            # the request goes out in one write, but the answer may not: no Nagle wait on either side
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._local.conn = conn
+        return conn
+
+    def _drop_connection(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def _exchange(self, method: str, path: str, body: Optional[bytes]) -> tuple[int, bytes]:
+        """One request on this thread's connection; a keep-alive connection the server closed meanwhile is
+        reopened once, without counting as a failed attempt (the request never reached the server)."""
+        headers = dict(self._headers)
+        if body is not None:
+            headers["Content-Type"] = CONTENT_TYPE
+        for fresh in (False, True):
+            reused = getattr(self._local, "conn", None) is not None
+            conn = self._connection()
+            try:
+                conn.request(method, self._prefix + path, body=body, headers=headers)
+                response = conn.getresponse()
+                data = response.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self._drop_connection()
+                if reused and not fresh:
+                    continue
+                raise
+            except BaseException:
+                self._drop_connection()
+                raise
+            if response.getheader("connection", "").lower() == "close":
+                self._drop_connection()
+            return response.status, data
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _request(self, method: str, path: str, body: Optional[bytes], what: str) -> bytes:
         attempts = self.retries + 1
         failure = ""
         for attempt in range(attempts):
             if attempt:
                 time.sleep(min(0.1 * 2 ** (attempt - 1), 2.0))
             try:
-                response = self._client.request(
-                    method, path, content=body, headers={"Content-Type": CONTENT_TYPE} if body is not None else None)
-            except self._httpx.TimeoutException as err:
-                failure = f"timed out ({type(err).__name__}, timeout {self._client.timeout.read:g} s)"
+                status, data = self._exchange(method, path, body)
+            except (TimeoutError, socket.timeout):
+                failure = f"timed out (timeout {self.timeout:g} s)"
                 continue
-            except self._httpx.TransportError as err:
-                failure = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'connection failed'}"
+            except (OSError, http.client.HTTPException) as err:
+                reason = str(err).strip().splitlines()[0] if str(err).strip() else "connection failed"
+                failure = f"{type(err).__name__}: {reason}"
                 continue
-            if response.status_code >= 500:
-                failure = f"HTTP {response.status_code}: {_detail(response)}"
+            if status >= 500:
+                failure = f"HTTP {status}: {_detail(data)}"
                 continue
-            if response.status_code >= 400:
-                raise RemoteRewardError(f"remote reward at {self.url} refused {what}: HTTP {response.status_code}: "
-                                        f"{_detail(response)}")
-            return response
+            if status >= 400:
+                raise RemoteRewardError(f"remote reward at {self.url} refused {what}: HTTP {status}: {_detail(data)}")
+            return data
         raise RemoteRewardError(f"remote reward at {self.url}: {what} failed after {attempts} attempt"
                                 f"{'s' if attempts > 1 else ''}: {failure}")
 
@@ -120,9 +171,9 @@ class RemoteReward(Reward):
         batch = images.shape[0]
         failure = ""
         for attempt in range(self.retries + 1):  # a garbled answer is retried like a dropped one
-            response = self._request("POST", "/score", body, f"a batch of {batch} images")
+            answer = self._request("POST", "/score", body, f"a batch of {batch} images")
             try:
-                return decode_scores(response.content, batch)
+                return decode_scores(answer, batch)
             except WireError as err:
                 failure = str(err)
         raise RemoteRewardError(f"remote reward at {self.url}: no valid scores after {self.retries + 1} attempt"
@@ -147,18 +198,20 @@ class RemoteReward(Reward):
         return self._async.submit(images, prompts, metadata)
 
     def close(self) -> None:
+        """Stop the async worker and close this thread's connection (others close with their threads)."""
         if self._async is not None:
             self._async.shutdown()
-        self._client.close()
+        self._drop_connection()
 
     def extra_repr(self) -> str:
         return f"url={self.url!r}, name={self.name!r}, batch_size={self.batch_size}"
 
 
-def _detail(response) -> str:
+def _detail(data: bytes) -> str:
+    """The server's one-line ``detail`` of an error answer, or the start of whatever it sent."""
     try:
-        detail = response.json().get("detail")
+        detail = json.loads(data).get("detail")
     except (ValueError, AttributeError):
         detail = None
-    text = str(detail) if detail is not None else response.text
+    text = str(detail) if detail is not None else data[:300].decode("utf-8", "replace")
     return (text.strip().splitlines() or [""])[0][:300]

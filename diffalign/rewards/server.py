@@ -40,6 +40,10 @@ DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB: 64 RGB 1024x1024 float32 images are 805 MB
 def build_app(reward, *, token: Optional[str] = None, max_batch: int = DEFAULT_MAX_BATCH,
               max_bytes: int = DEFAULT_MAX_BYTES):
     """The FastAPI application serving ``reward`` (a :class:`~.base.Reward`)."""
+    try:
+        import fastapi  # noqa: F401
+    except ImportError as err:
+        raise DiffalignError(f"the reward server needs fastapi and uvicorn (pip install 'diffalign[server]'): {err}") from None
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.responses import JSONResponse, Response
     from starlette.concurrency import run_in_threadpool
@@ -124,7 +128,10 @@ def open_socket(host: str, port: int) -> socket.socket:
 def serve(reward, *, host: str = "127.0.0.1", port: int = 8123, token: Optional[str] = None,
           max_batch: int = DEFAULT_MAX_BATCH, max_bytes: int = DEFAULT_MAX_BYTES, force: bool = False) -> None:
     """Serve ``reward`` until interrupted; prints one line with the URL once listening."""
-    import uvicorn
+    try:
+        import uvicorn
+    except ImportError as err:
+        raise DiffalignError(f"the reward server needs fastapi and uvicorn (pip install 'diffalign[server]'): {err}") from None
 
     if not is_loopback(host) and not token and not force:
         raise DiffalignError(f"refusing to serve on non-loopback host {host!r} without a token; pass token=..., "
