@@ -47,6 +47,7 @@ REWARD_OPTIONS = {
     "clip": ("prompt", "model_name", "pretrained", "quick_gelu"),
     "clipscore": ("path", "hub_id", "dtype"),
     "hpsv2": ("path", "hub_id", "filename", "model_name"),
+    "imagereward": ("path", "hub_id", "tokenizer"),
     "pickscore": ("path", "hub_id", "processor", "dtype"),
     "remote": ("url", "token", "batch_size", "timeout", "retries"),
     "compressibility": ("quality",),

@@ -12,6 +12,7 @@
 - ``pickscore``: PickScore (Pick-a-Pic's CLIP-H preference model, transformers).
 - ``clipscore``: CLIPScore on transformers' CLIP ViT-L/14.
 - ``hpsv2``: Human Preference Score v2.1 (open_clip ViT-H-14).
+- ``imagereward``: ImageReward (BLIP ViT-L + cross-attending BERT + MLP, transformers' BLIP classes).
 - ``remote``: a reward served by ``diffalign serve-reward`` over HTTP (:mod:`.server`, :mod:`.remote`).
 
 The hub rewards load ``from_pretrained`` lazily, preprocess in torch (:mod:`.pixel_preprocess`,
@@ -34,6 +35,7 @@ from .noisy_model import NoisyRewardNet
 from .pickscore import PickScore
 from .clipscore import HFClipScore
 from .hpsv2 import HPSv2
+from .imagereward import ImageReward
 from .async_scoring import AsyncScorer
 from .remote import RemoteReward, RemoteRewardError
 
@@ -47,6 +49,7 @@ __all__ = [
     "ClipScore",
     "HFClipScore",
     "HPSv2",
+    "ImageReward",
     "PickScore",
     "DigitReward",
     "JpegCompressibility",

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from ..errors import DiffalignError
 from .base import Reward
+from .checkpoints import load_state_exactly
 from .clip_backbone import import_open_clip
 from .hf_clip import hub_load, resolve_source
 from .pixel_preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PixelPreprocess, PreprocessConfig
@@ -64,10 +65,10 @@ class HPSv2(Reward):
             state = state.get("state_dict", state) if isinstance(state, dict) else state
             # checkpoints saved from DistributedDataParallel carry a "module." prefix
             state = {k.removeprefix("module."): v for k, v in state.items()}
-            model.load_state_dict(state)
         except (RuntimeError, KeyError, AttributeError, pickle.UnpicklingError, OSError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise DiffalignError(f"reward 'hpsv2': cannot load {checkpoint} into open_clip {model_name}: {first}") from None
+            raise DiffalignError(f"reward 'hpsv2': cannot read {checkpoint}: {first}") from None
+        load_state_exactly(model, state, self.name, checkpoint)
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = open_clip.get_tokenizer(model_name)
         size = model.visual.image_size

@@ -5,9 +5,10 @@ The reference pipelines of PickScore, CLIPScore (transformers ``CLIPImageProcess
 with respect to the pixels. :class:`PixelPreprocess` does the same steps on float ``[0, 1]`` NCHW
 tensors, so reward backpropagation (DRaFT, AlignProp, ReNO) reaches the images:
 
-- ``mode="shortest"`` (CLIP processors): resize so the shorter side is ``size``, the longer side
-  ``int(size * long / short)`` as transformers' ``get_resize_output_image_size`` truncates it, then
-  centre-crop ``crop`` with the top/left offset ``(H - h) // 2`` of transformers' ``center_crop``;
+- ``mode="shortest"`` (CLIP processors, torchvision ``Resize(n) + CenterCrop(n)``): resize so the
+  shorter side is ``size``, the longer side ``int(size * long / short)`` as transformers and
+  torchvision truncate it, then centre-crop ``crop`` at offset ``(H - h) // 2`` (transformers'
+  ``center_crop``) or ``round((H - h) / 2)`` (torchvision's ``CenterCrop``, ``crop_offset="round"``);
 - ``mode="longest"`` (HPSv2's ``ResizeMaxSize``): resize so the longer side is ``size`` and pad the
   rest with ``fill`` (black), centred;
 - normalise with the checkpoint's mean and std.
@@ -50,6 +51,8 @@ class PreprocessConfig:
     mean: tuple[float, ...] = OPENAI_CLIP_MEAN
     std: tuple[float, ...] = OPENAI_CLIP_STD
     fill: float = 0.0
+    #: centre-crop offset: "floor" is transformers' (H - h) // 2, "round" torchvision's round((H - h) / 2)
+    crop_offset: str = "floor"
 
     def __post_init__(self):
         if self.mode not in ("shortest", "longest"):
@@ -125,7 +128,10 @@ class PixelPreprocess(nn.Module):
                 pad_h, pad_w = max(out_h - h, 0), max(out_w - w, 0)
                 images = F.pad(images, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
                 h, w = images.shape[-2:]
-            top, left = (h - out_h) // 2, (w - out_w) // 2
+            if cfg.crop_offset == "round":
+                top, left = int(round((h - out_h) / 2.0)), int(round((w - out_w) / 2.0))
+            else:
+                top, left = (h - out_h) // 2, (w - out_w) // 2
             return images[..., top:top + out_h, left:left + out_w]
         # "longest": scale the longer side to size, keep the aspect ratio, pad the rest centred
         scale = cfg.size / max(height, width)

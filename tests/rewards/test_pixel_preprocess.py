@@ -66,6 +66,20 @@ def test_longest_side_matches_open_clip_longest_transform():
         assert gap.max() <= MAX_TOL and gap.mean() <= MEAN_TOL, (h, w, gap.max().item() * 255)
 
 
+def test_round_crop_matches_torchvision_resize_and_center_crop():
+    """ImageReward's transform: torchvision Resize(224, bicubic) + CenterCrop(224) on PIL images."""
+    transforms = pytest.importorskip("torchvision.transforms")
+    reference_transform = transforms.Compose([
+        transforms.Resize(224, interpolation=transforms.InterpolationMode.BICUBIC), transforms.CenterCrop(224),
+        transforms.ToTensor(), transforms.Normalize(OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)])
+    ours = PixelPreprocess(PreprocessConfig(size=224, crop=(224, 224), crop_offset="round"))
+    for i, (h, w) in enumerate(SIZES + [(225, 300), (300, 227)]):  # odd margins: torchvision rounds the offset
+        images = _images(h, w, seed=20 + i)
+        reference = torch.stack([reference_transform(p) for p in _pil(images)])
+        gap = ((ours(images) - reference) * ours.std).abs()
+        assert gap.max() <= MAX_TOL and gap.mean() <= MEAN_TOL, (h, w, gap.max().item() * 255)
+
+
 def test_single_pass_resize_would_miss_the_tolerance():
     """Why two passes: one 2-D interpolate (no clamp between width and height) misses PIL on noise."""
     import torch.nn.functional as F

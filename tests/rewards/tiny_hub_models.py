@@ -73,3 +73,68 @@ def save_tiny_hps_checkpoint(directory: Path, filename: str = "HPS_v2.1_compress
     model = open_clip.create_model(TINY_OPEN_CLIP)
     torch.save({"state_dict": model.state_dict()}, directory / filename)
     return directory / filename
+
+
+TINY_BERT_WORDS = ["the", "red", "cat", "a", "dog", "and", "sea", "an", "orange", "blue", "of"]
+
+
+def write_bert_vocab(directory: Path) -> int:
+    """vocab.txt of a tiny uncased BERT WordPiece vocabulary (special tokens, letters, a few words)."""
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + TINY_BERT_WORDS + letters + ["##" + c for c in letters]
+    (directory / "vocab.txt").write_text("\n".join(tokens) + "\n")
+    return len(tokens)
+
+
+def imagereward_original_key(key: str) -> str:
+    """Our ImageRewardModel key -> the name BLIP's original modules give it in ImageReward.pt."""
+    import re
+
+    if key.startswith("text."):
+        return "blip.text_encoder." + key[len("text."):]
+    if key.startswith("head."):
+        return "mlp.layers." + key[len("head."):]
+    name = key[len("vision."):]
+    fixed = {"embeddings.position_embedding": "pos_embed", "embeddings.class_embedding": "cls_token"}
+    if name in fixed:
+        return "blip.visual_encoder." + fixed[name]
+    name = name.replace("embeddings.patch_embedding.", "patch_embed.proj.").replace("post_layernorm.", "norm.")
+    name = re.sub(r"^encoder\.layers\.(\d+)\.", r"blocks.\1.", name)
+    name = name.replace("self_attn.projection.", "attn.proj.").replace("self_attn.qkv.", "attn.qkv.")
+    name = name.replace("layer_norm1.", "norm1.").replace("layer_norm2.", "norm2.")
+    return "blip.visual_encoder." + name
+
+
+def save_tiny_imagereward(directory: Path, seed: int = 0) -> Path:
+    """ImageReward.pt (original BLIP key names) + med_config.json + a BERT tokenizer + vision_config.json."""
+    from transformers import BertTokenizer, BlipTextConfig, BlipVisionConfig
+
+    from diffalign.rewards.imagereward import ImageRewardModel
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = write_bert_vocab(directory)
+    BertTokenizer(str(directory / "vocab.txt")).save_pretrained(directory)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                  image_size=TINY_IMAGE_SIZE, patch_size=8, layer_norm_eps=1e-6)
+    (directory / "vision_config.json").write_text(json.dumps(vision))
+    med = {"architectures": ["BertModel"], "attention_probs_dropout_prob": 0.1, "hidden_act": "gelu",
+           "hidden_dropout_prob": 0.1, "hidden_size": 24, "initializer_range": 0.02, "intermediate_size": 48,
+           "layer_norm_eps": 1e-12, "max_position_embeddings": 64, "model_type": "bert", "num_attention_heads": 2,
+           "num_hidden_layers": 2, "pad_token_id": 0, "type_vocab_size": 2, "vocab_size": vocab,
+           "encoder_width": 768, "add_cross_attention": True}
+    (directory / "med_config.json").write_text(json.dumps(med))
+    torch.manual_seed(seed)
+    text = BlipTextConfig(vocab_size=vocab, hidden_size=24, intermediate_size=48, num_hidden_layers=2,
+                          num_attention_heads=2, max_position_embeddings=64, encoder_hidden_size=32,
+                          bos_token_id=None, sep_token_id=None, eos_token_id=None)
+    model = ImageRewardModel(BlipVisionConfig(**vision), text)
+    with torch.no_grad():  # at the default init (std 0.02) five stacked linears squash every score to ~0
+        for layer in model.head:
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.normal_(0.0, 1.0 / layer.in_features ** 0.5 * 3)
+    state = {imagereward_original_key(k): v for k, v in model.state_dict().items()}
+    # entries the released checkpoint carries that scoring does not use
+    state["blip.vision_proj.weight"] = torch.zeros(8, 32)
+    state["blip.text_encoder.embeddings.position_ids"] = torch.arange(64)[None]
+    torch.save(state, directory / "ImageReward.pt")
+    return directory
