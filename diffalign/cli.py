@@ -276,7 +276,10 @@ def run_serve_reward(args) -> None:
     import diffalign as da
     from diffalign.rewards.server import serve
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError:
+        raise DiffalignError(f"--device {args.device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
     reward = da.rewards.get(args.reward, **options).to(device)
     serve(reward, host=args.host, port=args.port, token=args.token, max_batch=args.max_batch,
           max_bytes=int(args.max_mb * (1 << 20)), force=args.force)
