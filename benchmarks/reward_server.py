@@ -109,7 +109,7 @@ def main() -> None:
     notes = (f"`python benchmarks/reward_server.py{' --quick' if args.quick else ''}`: the `digit` reward at batch "
              f"{BATCH}, local vs `diffalign serve-reward` on loopback (uvicorn, one worker) through the `remote` "
              f"reward; median over {blocks} alternating blocks of {calls} calls. Scores were checked bit-identical. "
-             f"Target: remote <= {TARGET}x local. Load average at start: {os.getloadavg()[0]:.2f} "
+             f"Target: remote <= {TARGET}x local. Load average (1 min) at the end: {os.getloadavg()[0]:.2f} "
              "(other processes share these cores).")
     path = common.write_markdown("reward_server", "Reward server overhead (loopback)", table,
                                  ["path", "ms per batch", "x local"], notes, args.quick)

@@ -91,9 +91,14 @@ class RemoteReward(Reward):
             self.needs_prompts = bool(info["needs_prompts"])
             self.served_differentiable = bool(info["differentiable"])
             self.batch_size = min(batch_size, int(info["max_batch"]))
+            self.default_prompt = info.get("default_prompt")
         except (ValueError, KeyError, TypeError):
             raise RemoteRewardError(f"remote reward at {self.url}: /info is not a diffalign reward server's answer "
                                     f"(got {answer[:80]!r})") from None
+
+    def default_prompts(self, batch_size: int):
+        """The served reward's default prompt (e.g. ``clip``'s ``prompt=``), so prompt-free calls work as locally."""
+        return None if self.default_prompt is None else [self.default_prompt] * batch_size
 
     def info(self) -> dict:
         """The server's ``/info`` (reward name, needs_prompts, limits): also a cheap liveness check."""

@@ -4,8 +4,8 @@ Why a server: rewards with conflicting dependencies (an ImageReward or VLM judge
 transformers), or on another GPU or machine, plug into sampling and training as
 ``da.rewards.get("remote", url=...)`` (:mod:`.remote`). The protocol (:mod:`.wire`):
 
-- ``GET /info`` -> JSON: the reward's ``name``, ``needs_prompts``, ``differentiable``, and the
-  server's ``max_batch`` / ``max_bytes`` limits;
+- ``GET /info`` -> JSON: the reward's ``name``, ``needs_prompts``, ``differentiable``, its
+  ``default_prompt`` when it has one, and the server's ``max_batch`` / ``max_bytes`` limits;
 - ``POST /score`` with a safetensors body (``images`` in their own float dtype, prompts and metadata
   as JSON in the header) -> a safetensors body with ``scores`` (B,).
 
@@ -56,6 +56,9 @@ def build_app(reward, *, token: Optional[str] = None, max_batch: int = DEFAULT_M
     info = {"name": reward.name, "needs_prompts": bool(reward.needs_prompts),
             "differentiable": bool(reward.differentiable), "max_batch": int(max_batch), "max_bytes": int(max_bytes),
             "protocol": 1}
+    defaults = reward.default_prompts(1) if reward.needs_prompts else None
+    if defaults:  # e.g. clip --option prompt=...: clients may then call without prompts, as locally
+        info["default_prompt"] = defaults[0]
 
     def authorize(request: Request) -> None:
         if expected is None:

@@ -2,7 +2,7 @@
 
 ``sleepy`` sleeps ``$SLEEPY_REWARD_DELAY`` seconds per call (a stand-in for a large model on a busy GPU: the time
 passes without holding the GIL), then scores mean brightness plus the prompt's length, so a test can
-see that each image's own prompt reached the server.
+see that each image's own prompt reached the server. ``prompt=`` is the default of prompt-free calls.
 """
 
 import os
@@ -19,6 +19,13 @@ DELAY = float(os.environ.get("SLEEPY_REWARD_DELAY", "0.4"))
 class SleepyReward(Reward):
     name = "sleepy"
     needs_prompts = True
+
+    def __init__(self, prompt=None):
+        super().__init__()
+        self.prompt = prompt
+
+    def default_prompts(self, batch_size):
+        return None if self.prompt is None else [self.prompt] * batch_size
 
     def forward(self, images, prompts=None, metadata=None):
         time.sleep(DELAY)

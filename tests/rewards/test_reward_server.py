@@ -79,7 +79,7 @@ def digit_server():
 
 @pytest.fixture(scope="module")
 def sleepy_server():
-    proc, url = _start("sleepy", "--import", SLEEPY)
+    proc, url = _start("sleepy", "--import", SLEEPY, "--option", "prompt=hello")
     yield proc, url
     _stop(proc)
 
@@ -153,8 +153,9 @@ def test_prompts_reach_the_server_and_needs_prompts_comes_from_it(sleepy_server)
     images = torch.rand(3, 3, 4, 4)
     scores = remote(images, prompts=["a", "bbb", "cc"])
     torch.testing.assert_close(scores, images.mean(dim=(1, 2, 3)) + torch.tensor([1.0, 3.0, 2.0]))
-    with pytest.raises(Exception, match="reward 'sleepy' needs prompts"):
-        remote(images)  # refused locally, before any request
+    # the served reward's default prompt (its prompt= option) applies to prompt-free calls, as locally
+    assert remote.default_prompt == "hello"
+    torch.testing.assert_close(remote(images), images.mean(dim=(1, 2, 3)) + 5.0)
 
 
 def test_slow_server_times_out_in_bounded_time(sleepy_server):
