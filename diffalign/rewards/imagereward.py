@@ -47,7 +47,7 @@ IMAGEREWARD_TOKENIZER = "google-bert/bert-base-uncased"
 REWARD_MEAN, REWARD_STD = 0.16717362830052426, 1.0333394966054072
 PROMPT_TOKENS = 35
 # BLIP ViT-L/16 at 224 px, as ImageReward builds it (vit="large"); a vision_config.json next to the
-# checkpoint overrides it (tests use that for tiny models)
+# checkpoint (in path= or in the hub repo) overrides it (tests use that for tiny models)
 VIT_L16 = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
                image_size=224, patch_size=16, layer_norm_eps=1e-6, hidden_act="gelu")
 # checkpoint entries ImageReward's BLIP carries but scoring never uses
@@ -181,7 +181,11 @@ class ImageReward(Reward):
 
         checkpoint = hub_load(self.name, f"checkpoint {IMAGEREWARD_FILE} of", repo, download(IMAGEREWARD_FILE))
         med_config = hub_load(self.name, "med_config.json of", repo, download("med_config.json"))
-        return checkpoint, med_config, None
+        try:  # optional (THUDM/ImageReward has none): a repo of another ViT size says so here
+            override = download("vision_config.json")(repo)
+        except Exception:  # absent online (404) or offline (not cached): the ViT-L/16 default applies
+            override = None
+        return checkpoint, med_config, override
 
     def _encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         tokens = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=PROMPT_TOKENS,

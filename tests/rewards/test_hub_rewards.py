@@ -212,3 +212,42 @@ def test_bad_paths_and_options_are_one_line(tmp_path, hub_dirs):
         get("clipscore", path=str(tmp_path))
     with pytest.raises(DiffalignError, match="has no ImageReward.pt or med_config.json"):
         get("imagereward", path=str(tmp_path))
+
+
+def _cache_repo(cache, repo_id, source):
+    """Lay out ``source``'s files as a Hugging Face hub cache snapshot of ``repo_id`` (what a download leaves)."""
+    import shutil
+
+    commit = "0" * 40
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for file in source.iterdir():
+        if file.is_file():
+            shutil.copy(file, snapshot / file.name)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+
+
+def test_default_hub_ids_load_from_the_cache_offline(hub_offline, hub_dirs):
+    """No path=: the hub ids resolve through the (offline) Hugging Face cache, as after a download."""
+    from huggingface_hub import constants
+
+    cache = hub_offline / "hf-cache"
+    assert constants.HF_HUB_CACHE == str(cache)
+    _cache_repo(cache, "yuvalkirstain/PickScore_v1", hub_dirs["pick_model"])
+    _cache_repo(cache, "laion/CLIP-ViT-H-14-laion2B-s32B-b79K", hub_dirs["clip"])
+    _cache_repo(cache, "openai/clip-vit-large-patch14", hub_dirs["clip"])
+    _cache_repo(cache, "xswu/HPSv2", hub_dirs["hps"].parent)
+    _cache_repo(cache, "THUDM/ImageReward", hub_dirs["imagereward"])
+    _cache_repo(cache, "google-bert/bert-base-uncased", hub_dirs["imagereward"])
+    # the real repo carries the model's config.json, which AutoTokenizer reads for a hub id
+    bert = next((cache / "models--google-bert--bert-base-uncased" / "snapshots").iterdir())
+    (bert / "config.json").write_text('{"model_type": "bert"}')
+    images = _images(2)
+    for name, options in [("pickscore", {}), ("clipscore", {}), ("hpsv2", {"model_name": TINY_OPEN_CLIP}),
+                          ("imagereward", {})]:
+        reward = get(name, **options)
+        assert str(cache) in reward.source or reward.source.count("/") == 1, reward.source
+        scores = reward(images, prompts=PROMPTS[:2])
+        assert scores.shape == (2,) and torch.isfinite(scores).all()
