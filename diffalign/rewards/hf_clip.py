@@ -25,7 +25,7 @@ from torch import nn
 from ..errors import DiffalignError
 from .pixel_preprocess import PixelPreprocess, PreprocessConfig
 
-__all__ = ["HFClip", "hub_load", "load_hf_clip", "resolve_source"]
+__all__ = ["HFClip", "hub_load", "load_hf_clip", "resolve_source", "weights_dtype"]
 
 T = TypeVar("T")
 
@@ -106,14 +106,15 @@ def load_hf_clip(reward: str, model_source: str, processor_source: str, dtype: s
         from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
     except ImportError as err:  # pragma: no cover - a core dependency
         raise DiffalignError(f"reward {reward!r} needs transformers (pip install transformers): {err}") from None
-    torch_dtype = _dtype(reward, dtype)
+    torch_dtype = weights_dtype(reward, dtype)
     model = hub_load(reward, "model", model_source, lambda s: CLIPModel.from_pretrained(s))
     tokenizer = hub_load(reward, "tokenizer", processor_source, lambda s: AutoTokenizer.from_pretrained(s))
     processor = hub_load(reward, "image processor", processor_source, lambda s: CLIPImageProcessor.from_pretrained(s))
     return HFClip(model.to(torch_dtype), tokenizer, PreprocessConfig.from_image_processor(processor), name=reward)
 
 
-def _dtype(reward: str, dtype: str) -> torch.dtype:
+def weights_dtype(reward: str, dtype: str) -> torch.dtype:
+    """The torch dtype named by a reward's ``dtype`` option (float32, bfloat16, float16)."""
     choices = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if dtype not in choices:
         raise DiffalignError(f"reward {reward!r}: unknown dtype {dtype!r}; valid choices: {', '.join(choices)}")

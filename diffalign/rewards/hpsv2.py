@@ -28,7 +28,7 @@ from ..errors import DiffalignError
 from .base import Reward
 from .checkpoints import load_state_exactly
 from .clip_backbone import import_open_clip
-from .hf_clip import hub_load, resolve_source
+from .hf_clip import hub_load, resolve_source, weights_dtype
 from .pixel_preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PixelPreprocess, PreprocessConfig
 from .registry import REWARDS
 from .text_cache import TextEmbeddingCache
@@ -45,7 +45,8 @@ class HPSv2(Reward):
 
     Options: ``path`` (the checkpoint file, or a directory holding ``filename``), ``hub_id``
     (default ``xswu/HPSv2``), ``filename`` (default ``HPS_v2.1_compressed.pt``; ``HPS_v2_compressed.pt``
-    is HPSv2.0), ``model_name`` (open_clip architecture, default ``ViT-H-14``).
+    is HPSv2.0), ``model_name`` (open_clip architecture, default ``ViT-H-14``), ``dtype`` (``float32``,
+    ``bfloat16`` or ``float16`` weights).
     """
 
     name = "hpsv2"
@@ -53,8 +54,9 @@ class HPSv2(Reward):
     needs_prompts = True
 
     def __init__(self, *, path: str | os.PathLike | None = None, hub_id: str = HPSV2_HUB_ID,
-                 filename: str = HPSV2_FILE, model_name: str = "ViT-H-14"):
+                 filename: str = HPSV2_FILE, model_name: str = "ViT-H-14", dtype: str = "float32"):
         super().__init__()
+        torch_dtype = weights_dtype(self.name, dtype)
         open_clip = import_open_clip()
         if model_name not in open_clip.list_models():
             raise DiffalignError(f"reward 'hpsv2': unknown open_clip model {model_name!r} (HPSv2 uses 'ViT-H-14')")
@@ -69,7 +71,7 @@ class HPSv2(Reward):
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise DiffalignError(f"reward 'hpsv2': cannot read {checkpoint}: {first}") from None
         load_state_exactly(model, state, self.name, checkpoint)
-        self.model = model.eval().requires_grad_(False)
+        self.model = model.to(torch_dtype).eval().requires_grad_(False)
         self.tokenizer = open_clip.get_tokenizer(model_name)
         size = model.visual.image_size
         size = int(size[0] if isinstance(size, (tuple, list)) else size)
@@ -104,7 +106,7 @@ class HPSv2(Reward):
 
     def forward(self, images: torch.Tensor, prompts=None, metadata=None) -> torch.Tensor:
         weight = self.model.logit_scale
-        pixels = self.preprocess(images).to(device=weight.device)
+        pixels = self.preprocess(images).to(device=weight.device, dtype=weight.dtype)
         image = F.normalize(self.model.encode_image(pixels).float(), dim=-1)
         text = self._texts(prompts, self.encode_text).to(image.device)
         return (image * text).sum(dim=-1).to(images.device)

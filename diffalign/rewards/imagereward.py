@@ -33,7 +33,7 @@ from torch import nn
 from ..errors import DiffalignError
 from .base import Reward
 from .checkpoints import load_state_exactly
-from .hf_clip import hub_load, resolve_source
+from .hf_clip import hub_load, resolve_source, weights_dtype
 from .pixel_preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PixelPreprocess, PreprocessConfig
 from .registry import REWARDS
 from .text_cache import TextEmbeddingCache
@@ -114,7 +114,8 @@ class ImageReward(Reward):
 
     Options: ``path`` (a directory with ``ImageReward.pt`` and ``med_config.json``, and the BERT
     tokenizer files or not: then they come from ``tokenizer``), ``hub_id`` (default
-    ``THUDM/ImageReward``), ``tokenizer`` (hub id or directory, default ``google-bert/bert-base-uncased``).
+    ``THUDM/ImageReward``), ``tokenizer`` (hub id or directory, default ``google-bert/bert-base-uncased``),
+    ``dtype`` (``float32``, ``bfloat16`` or ``float16`` weights).
     """
 
     name = "imagereward"
@@ -122,8 +123,9 @@ class ImageReward(Reward):
     needs_prompts = True
 
     def __init__(self, *, path: str | os.PathLike | None = None, hub_id: str = IMAGEREWARD_HUB_ID,
-                 tokenizer: str = IMAGEREWARD_TOKENIZER):
+                 tokenizer: str = IMAGEREWARD_TOKENIZER, dtype: str = "float32"):
         super().__init__()
+        torch_dtype = weights_dtype(self.name, dtype)
         from transformers import AutoTokenizer, BlipTextConfig, BlipVisionConfig
 
         checkpoint, med_config, vision_override = self._files(path, hub_id)
@@ -146,7 +148,7 @@ class ImageReward(Reward):
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise DiffalignError(f"reward 'imagereward': cannot load {checkpoint}: {first}") from None
         load_state_exactly(model, convert_imagereward_state_dict(state), self.name, checkpoint)
-        self.model = model.eval().requires_grad_(False)
+        self.model = model.to(torch_dtype).eval().requires_grad_(False)
         tokenizer_source = str(Path(path).expanduser()) if path is not None and (
             Path(path).expanduser() / "vocab.txt").is_file() else tokenizer
         if tokenizer_source == tokenizer and not Path(str(tokenizer)).expanduser().is_dir():
