@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="reward option, repeatable (e.g. --option target=3, --option path=DIR)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (non-loopback needs --token)")
     serve.add_argument("--port", type=int, default=8123, help="port (0: any free port, printed at start)")
-    serve.add_argument("--token", default=os.environ.get("DIFFALIGN_REWARD_TOKEN") or None,
+    serve.add_argument("--token", default=None,  # read from the environment later: --help must not print it
                        help="require 'Authorization: Bearer TOKEN' (default: $DIFFALIGN_REWARD_TOKEN, which keeps "
                             "it out of the process list)")
     serve.add_argument("--max-batch", type=int, default=256, help="most images per request")
@@ -263,6 +263,7 @@ def run_train(args) -> None:
 
 
 def run_serve_reward(args) -> None:
+    args.token = args.token or os.environ.get("DIFFALIGN_REWARD_TOKEN") or None
     options = check_serve_args(args)
     import importlib
 

@@ -86,6 +86,9 @@ class HPSv2(Reward):
         if path is not None and Path(path).expanduser().is_file():
             return str(Path(path).expanduser())
         if path is not None:
+            if not Path(path).expanduser().exists():
+                raise DiffalignError(f"reward 'hpsv2': path {str(path)!r} does not exist (pass the {filename} "
+                                     "checkpoint file or the directory holding it)")
             directory = Path(resolve_source(self.name, path, hub_id))
             if not (directory / filename).is_file():
                 raise DiffalignError(f"reward 'hpsv2': {directory} has no {filename} (the HPSv2.1 checkpoint from "
