@@ -94,8 +94,8 @@ def test_scores_are_bit_identical_to_local(digit_server):
     assert scores.shape == (100,) and scores.dtype == torch.float32
     # the client sends batches of 64: local scoring of the same batches gives the same bits
     assert torch.equal(scores, torch.cat([local(images[:64]), local(images[64:])]))
-    half = images.to(torch.float64)  # any float dtype travels as is
-    assert torch.equal(remote(half), torch.cat([local(half[:64]), local(half[64:])]))
+    doubles = images.to(torch.float64)  # any float dtype travels as is
+    assert torch.equal(remote(doubles), torch.cat([local(doubles[:64]), local(doubles[64:])]))
 
 
 def test_eight_concurrent_clients_lose_nothing(digit_server):
