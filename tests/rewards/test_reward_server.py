@@ -153,6 +153,8 @@ def test_prompts_reach_the_server_and_needs_prompts_comes_from_it(sleepy_server)
     images = torch.rand(3, 3, 4, 4)
     scores = remote(images, prompts=["a", "bbb", "cc"])
     torch.testing.assert_close(scores, images.mean(dim=(1, 2, 3)) + torch.tensor([1.0, 3.0, 2.0]))
+    big = torch.rand(2, 3, 256, 256)  # 1.5 MiB: over the server's INLINE_MAX_BYTES, scored in a worker thread
+    torch.testing.assert_close(remote(big, prompts=["a", "bb"]), big.mean(dim=(1, 2, 3)) + torch.tensor([1.0, 2.0]))
     # the served reward's default prompt (its prompt= option) applies to prompt-free calls, as locally
     assert remote.default_prompt == "hello"
     torch.testing.assert_close(remote(images), images.mean(dim=(1, 2, 3)) + 5.0)
