@@ -270,7 +270,7 @@ def test_kill_mid_request_gives_one_line(sleepy_server):
 
 @pytest.mark.parametrize("argv, expected", [
     (["serve-reward", "no-such"], "unknown reward 'no-such'; valid choices:"),
-    (["serve-reward", "digit"], "reward 'digit' needs option(s): target"),
+    (["serve-reward", "noisy-reward"], "reward 'noisy-reward' needs option(s): path"),
     (["serve-reward", "digit", "--option", "targte=3"], "unknown option(s) targte for reward 'digit'"),
     (["serve-reward", "digit", "--option", "target=3", "--host", "0.0.0.0"],
      "refusing to serve on non-loopback host '0.0.0.0' without --token"),
