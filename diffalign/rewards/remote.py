@@ -202,6 +202,18 @@ class RemoteReward(Reward):
             self._async = AsyncScorer(self)
         return self._async.submit(images, prompts, metadata)
 
+    def __getstate__(self):
+        # connections and the async worker belong to this process and its threads: a copy (deepcopy, pickle
+        # into a worker process) opens its own on first use
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
+        state = dict(state)
+        state["_local"], state["_async"] = None, None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._local = threading.local()
+
     def close(self) -> None:
         """Stop the async worker and close this thread's connection (others close with their threads)."""
         if self._async is not None:

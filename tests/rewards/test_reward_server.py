@@ -114,6 +114,19 @@ def test_eight_concurrent_clients_lose_nothing(digit_server):
             assert torch.equal(scores, expected)
 
 
+def test_copies_and_pickles_open_their_own_connections(digit_server):
+    import copy
+    import pickle
+
+    remote = get("remote", url=digit_server, token=TOKEN)
+    images = torch.rand(4, 1, 8, 8)
+    expected = remote(images)
+    remote.score_async(images).result(timeout=30)  # a worker thread and a connection exist now
+    for clone in (copy.deepcopy(remote), pickle.loads(pickle.dumps(remote))):
+        assert torch.equal(clone(images), expected)
+        assert torch.equal(clone.score_async(images).result(timeout=30), expected)
+
+
 def test_token_is_required_and_checked(digit_server):
     for token in (None, "wrong"):
         with pytest.raises(RemoteRewardError) as info:
