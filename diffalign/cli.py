@@ -1,4 +1,4 @@
-"""`diffalign` command line: demo, sample, train, list.
+"""`diffalign` command line: demo, sample, train, list, serve-reward.
 
 Every bad input ends with one line on stderr and a non-zero exit (2 for bad input, 1 for anything
 unexpected); set DIFFALIGN_DEBUG=1 to see the traceback instead. Input is checked by
@@ -22,6 +22,7 @@ from .cli_validation import (
     REWARD_OPTIONS,
     SAMPLER_OPTIONS,
     check_sample_args,
+    check_serve_args,
     check_writable_dir,
     check_writable_file,
     parse_count,
@@ -122,6 +123,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--show-config", action="store_true", help="print the method's config keys, defaults and help")
 
     commands.add_parser("list", help="list models, samplers (with options), rewards and kernels")
+
+    serve = commands.add_parser("serve-reward", help="serve a registered reward over HTTP, for "
+                                                     "da.rewards.get('remote', url=...) (docs/rewards.md)")
+    serve.add_argument("reward", help=f"a registered reward: {', '.join(REWARD_OPTIONS)}")
+    serve.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                       help="reward option, repeatable (e.g. --option target=3, --option path=DIR)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (non-loopback needs --token)")
+    serve.add_argument("--port", type=int, default=8123, help="port (0: any free port, printed at start)")
+    serve.add_argument("--token", default=None,  # read from the environment later: --help must not print it
+                       help="require 'Authorization: Bearer TOKEN' (default: $DIFFALIGN_REWARD_TOKEN, which keeps "
+                            "it out of the process list)")
+    serve.add_argument("--max-batch", type=int, default=256, help="most images per request")
+    serve.add_argument("--max-mb", type=float, default=1024.0, help="largest request body in MiB")
+    serve.add_argument("--device", default=None, help="device for the reward (default: cuda when available)")
+    serve.add_argument("--force", action="store_true", help="serve on a non-loopback address without a token")
+    serve.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                       help="import MODULE first (it registers more rewards), repeatable")
     return parser
 
 
@@ -251,7 +269,32 @@ def run_train(args) -> None:
     train(args)
 
 
-COMMANDS = {"demo": run_demo, "sample": run_sample, "train": run_train, "list": run_list}
+def run_serve_reward(args) -> None:
+    args.token = args.token or os.environ.get("DIFFALIGN_REWARD_TOKEN") or None
+    options = check_serve_args(args)
+    import importlib
+
+    for module in args.imports:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise DiffalignError(f"--import {module}: {err}") from None
+    import torch
+
+    import diffalign as da
+    from diffalign.rewards.server import serve
+
+    try:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError:
+        raise DiffalignError(f"--device {args.device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    reward = da.rewards.get(args.reward, **options).to(device)
+    serve(reward, host=args.host, port=args.port, token=args.token, max_batch=args.max_batch,
+          max_bytes=int(args.max_mb * (1 << 20)), force=args.force)
+
+
+COMMANDS = {"demo": run_demo, "sample": run_sample, "train": run_train, "list": run_list,
+            "serve-reward": run_serve_reward}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -48,13 +48,18 @@ SAMPLERS_NEEDING_REWARD = ("best-of-n", "dts", "dts-star", "reno", "sir", "smc")
 REWARD_OPTIONS = {
     "aesthetic": ("mlp_weights", "model_name", "pretrained", "quick_gelu", "embed_dim"),
     "clip": ("prompt", "model_name", "pretrained", "quick_gelu"),
+    "clipscore": ("path", "hub_id", "dtype"),
     "compressibility": ("quality",),
     "digit": ("target", "classifier_dir"),
+    "hpsv2": ("path", "hub_id", "filename", "model_name", "dtype"),
+    "imagereward": ("path", "hub_id", "tokenizer", "dtype"),
     "incompressibility": ("quality",),
     "noisy-reward": ("path",),
+    "pickscore": ("path", "hub_id", "processor", "dtype"),
+    "remote": ("url", "token", "batch_size", "timeout", "retries"),
     "weighted-sum": ("rewards", "weights"),
 }
-REWARDS_REQUIRED_OPTIONS = {"noisy-reward": ("path",), "weighted-sum": ("rewards",)}
+REWARDS_REQUIRED_OPTIONS = {"noisy-reward": ("path",), "remote": ("url",), "weighted-sum": ("rewards",)}
 
 KERNELS = ("ddim", "ddpm", "euler", "flow-sde")
 
@@ -103,6 +108,40 @@ def check_options(kind: str, name: str, options: dict, valid: Sequence[str], req
 
 
 ATTENTION_BACKENDS = ("sdpa", "xformers")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is only reachable from this machine (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # any other host name may resolve to an outside address
+        return False
+
+
+def check_serve_args(args) -> dict:
+    """``diffalign serve-reward``: the reward name and options, the bind and the limits; returns the options."""
+    options = parse_options(args.option)
+    if not args.imports:  # rewards registered by --import modules are only known after importing them
+        if args.reward not in REWARD_OPTIONS:
+            raise choice_error("reward", args.reward, list(REWARD_OPTIONS))
+        check_options("reward", args.reward, options, REWARD_OPTIONS[args.reward],
+                      REWARDS_REQUIRED_OPTIONS.get(args.reward, ()))
+    if not 0 <= args.port <= 65535:
+        raise DiffalignError(f"--port must be in 0..65535 (0: any free port); got {args.port}")
+    if args.max_batch < 1:
+        raise DiffalignError(f"--max-batch must be a positive integer; got {args.max_batch}")
+    if not args.max_mb > 0:
+        raise DiffalignError(f"--max-mb must be positive; got {args.max_mb}")
+    if not is_loopback(args.host) and not args.token and not args.force:
+        raise DiffalignError(
+            f"refusing to serve on non-loopback host {args.host!r} without --token: anyone who can reach the port "
+            "could use it; pass --token T (clients: token=T), or --force to serve without one"
+        )
+    return options
 
 
 def hub_download_message(repo_id: str, reason: str) -> str:
