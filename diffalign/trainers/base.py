@@ -116,6 +116,11 @@ class Trainer:
             from .prompt_data import TrainingPrompts
 
             self.train_prompts = TrainingPrompts(config.data.train_prompts, config.seed)
+        self.scorer = None
+        if tc.async_scoring:
+            from ..rewards.async_scoring import AsyncScorer
+
+            self.scorer = AsyncScorer(self.reward)
         self.evaluator = None
         if config.data.test_prompts is not None:
             from .prompt_eval import PromptEvaluator
@@ -158,6 +163,23 @@ class Trainer:
         prompt_set = self.train_prompts.prompt_set
         metadata = None if prompt_set.metadata is None else [prompt_set.metadata[i] for i in chosen]
         return group_rows(self.model, [prompt_set.prompts[i] for i in chosen], metadata, group_size)
+
+    def score_rollouts(self, samples: torch.Tensor, rows):
+        """The rewards of a micro-batch's samples (``rows``: their prompts), as a tensor, or -- with
+        ``train.async_scoring`` -- a Future resolved by :meth:`finish_micro_batch` after the step's
+        other micro-batches have rolled out."""
+        from .regression import score
+
+        if self.scorer is None:
+            return score(self.reward, self.model, samples, rows.prompts, rows.metadata)
+        with torch.no_grad():
+            images = self.model.decode(samples)
+        return self.scorer.submit(images, rows.prompts, rows.metadata)
+
+    def finish_micro_batch(self, batch: Any) -> Any:
+        """Complete a micro-batch once all of this process's micro-batches of the step have rolled out
+        (a hook: a method that scores asynchronously resolves its rewards here)."""
+        return batch
 
     def policy(self, model):
         """The policy that rolls out (and, for GRPO, whose log-probs are trained): ``model`` under CFG
@@ -233,6 +255,7 @@ class Trainer:
         with acc.autocast():
             batches = [self.make_micro_batch(self.step, i, seeded_generator(self.config.seed, self.step, i))
                        for i in self.my_micro_batches()]
+            batches = [self.finish_micro_batch(batch) for batch in batches]
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
 

@@ -75,6 +75,7 @@ class TrainingConfig:
     keep_checkpoints: int = option(2, "most recent checkpoints kept on disk")
     log_every: int = option(1, "steps between tracker logs")
     report_to: Literal["tensorboard", "wandb", "none"] = option("tensorboard", "accelerate tracker (wandb must be installed)")
+    async_scoring: bool = option(False, "score each micro-batch's rollouts in a background thread while the next micro-batch rolls out (GRPO; all within one step, so on-policy; overlaps from gradient_accumulation_steps >= 2; for slow or remote rewards)")
     rollout_cfg: bool = option(True, "with model.guidance_scale > 1: rollouts and GRPO's log-probs use CFG (two passes), as Flow-GRPO does; false: the conditional model alone")
 
 

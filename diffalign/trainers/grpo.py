@@ -30,7 +30,6 @@ from ..samplers.rollout import resolve_kernel
 from .base import Trainer
 from .grpo_config import GRPOConfig
 from .losses import gaussian_kl, group_advantages, ppo_clip_loss
-from .regression import score
 from .trajectories import sample_trajectories, transition
 
 
@@ -67,17 +66,23 @@ class GRPOTrainer(Trainer):
         grid = self.model.schedule.time_grid(c.sample_steps)
         trajectories = sample_trajectories(self.policy(self.model), self.kernel, grid, rows.cond, n, generator,
                                            c.log_prob_reduction)
-        rewards = score(self.reward, self.model, trajectories.samples, rows.prompts, rows.metadata)
+        rewards = self.score_rollouts(trajectories.samples, rows)  # a Future with train.async_scoring
         steps = trajectories.trainable_steps
         count = max(1, round(c.timestep_fraction * steps))
         trained = torch.randperm(steps, generator=generator)[:count].sort().values
-        return {
-            "trajectories": trajectories,
-            "advantages": group_advantages(rewards, c.group_size, c.advantage_eps).to(trajectories.states.device),
-            "trained_steps": trained.tolist(),
-            "reward": rewards.mean().item(),
-            "reward_std": rewards.std().item(),
-        }
+        batch = {"trajectories": trajectories, "rewards": rewards, "trained_steps": trained.tolist()}
+        return batch if self.scorer is not None else self.finish_micro_batch(batch)
+
+    def finish_micro_batch(self, batch):
+        if "advantages" in batch:
+            return batch
+        c = self.config
+        rewards = batch.pop("rewards")
+        rewards = rewards.result() if hasattr(rewards, "result") else rewards
+        rewards = rewards.reshape(-1).float()
+        batch.update(advantages=group_advantages(rewards, c.group_size, c.advantage_eps).to(batch["trajectories"].states.device),
+                     reward=rewards.mean().item(), reward_std=rewards.std().item())
+        return batch
 
     def compute_loss(self, batch, update):
         c = self.config

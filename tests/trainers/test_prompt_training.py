@@ -4,6 +4,7 @@ index), evaluation of held-out prompts into eval.jsonl and the trackers, resume 
 import json
 import os
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -192,3 +193,43 @@ def test_one_condition_methods_refuse_a_prompt_dataset(prompt_files, method):
     raw = {"method": method, "data": {"train_prompts": prompt_files[0]}}
     with pytest.raises(DiffalignError, match=f"method '{method}' does not take a prompt dataset"):
         config_from_dict(raw)
+
+
+def test_async_scoring_overlaps_rollouts_and_changes_nothing(prompt_files, tmp_path, monkeypatch):
+    """train.async_scoring: micro-batch i is scored while micro-batch i + 1 rolls out (same step, so
+    on-policy); the trained weights are exactly those of inline scoring."""
+    import diffalign as da
+    from diffalign.rewards import DigitReward
+
+    results = {}
+    for mode in (False, True):
+        scoring, rollouts = [], []
+        digit = DigitReward()
+
+        def sleepy(images, prompts):
+            start = time.perf_counter()
+            time.sleep(0.2)  # a remote or GPU reward: the GIL is free meanwhile
+            scores = digit(images, prompts=prompts)
+            scoring.append((start, time.perf_counter()))
+            return scores
+
+        monkeypatch.setattr(da.rewards, "get", lambda name, **options: da.rewards.as_reward(sleepy))
+        raw = prompt_raw("grpo", prompt_files, train={"max_steps": 1, "gradient_accumulation_steps": 3,
+                                                     "async_scoring": mode}, data={"eval_every": 0, "test_prompts": None})
+        trainer = get_trainer("grpo")(config_from_dict(raw), tmp_path / str(mode))
+        make = trainer.make_micro_batch
+
+        def timed_make(*args):
+            start = time.perf_counter()
+            batch = make(*args)
+            rollouts.append((start, time.perf_counter()))
+            return batch
+
+        trainer.make_micro_batch = timed_make
+        trainer.train()
+        params = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+        # does micro-batch i + 1 start rolling out before micro-batch i's scoring has ended?
+        results[mode] = (params, [rollouts[i + 1][0] < scoring[i][1] for i in range(2)])
+    (inline, inline_overlap), (overlapped, async_overlap) = results[False], results[True]
+    assert all(torch.equal(inline[n], overlapped[n]) for n in inline)
+    assert inline_overlap == [False, False] and async_overlap == [True, True]
