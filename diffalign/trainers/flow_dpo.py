@@ -98,7 +98,7 @@ class FlowDPOTrainer(Trainer):
         policy = prediction_error(self.model, x0, noise, t, cond)
         with torch.no_grad(), self.reference_policy() as reference:
             ref = prediction_error(reference, x0, noise, t, cond)
-        beta = c.beta if c.beta_schedule == "constant" else timestep_beta(c.beta, batch["t"]).to(policy.device)
+        beta = c.beta if c.beta_schedule == "constant" else timestep_beta(c.beta, batch["t"], self.model.prediction, self.model.schedule).to(policy.device)
         out = dpo_loss(policy[:n], policy[n:], ref[:n], ref[n:], beta)
         metrics = {
             "loss": out.loss.mean().item(),

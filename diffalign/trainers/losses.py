@@ -3,8 +3,9 @@
 * :func:`dpo_loss` -- Flow-DPO (Liu et al. 2025, arXiv 2501.13918, eq. for L_DPO with velocity errors)
   and Diffusion-DPO (Wallace et al. 2024, arXiv 2311.12908, eq. 14 with eps errors): the same form on
   the network's own prediction target.
-* :func:`timestep_beta` -- the derivation's beta_t = beta (1 - t)^2 (Liu et al. 2025, Sec. 4.1); the
-  paper prefers a constant beta because this one reward-hacks.
+* :func:`timestep_beta` -- Diffusion-DPO's constant beta on eps errors rewritten for the network's own
+  target: beta (1 - t)^2 for rectified flows (Liu et al. 2025, Sec. 4.1; the paper prefers a constant
+  beta because this one reward-hacks), 1 for eps, alpha^2 for VP v, the SNR for x0.
 * :func:`rwr_weights` / :func:`weighted_regression_loss` -- Flow-RWR, E[exp(r / tau) ||v - v_theta||^2],
   or its per-group softmax variant.
 * :func:`group_advantages`, :func:`ppo_clip_loss`, :func:`gaussian_kl` -- GRPO on a stochastic sampler
@@ -53,9 +54,41 @@ def dpo_loss(
     return DPOOutput(-F.logsigmoid(margin), margin)
 
 
-def timestep_beta(beta: float, t: torch.Tensor) -> torch.Tensor:
-    """beta_t = beta (1 - t)^2 (t = 1 is noise), the timestep-dependent beta of Flow-DPO's derivation."""
-    return beta * (1.0 - t.float()).square()
+def timestep_beta(beta: float, t: torch.Tensor, prediction: str = "flow", schedule=None) -> torch.Tensor:
+    """beta_t = beta w(t): Diffusion-DPO's constant beta on eps errors, rewritten for the network's own target.
+
+    Diffusion-DPO (Wallace et al. 2024, arXiv 2311.12908, eq. 14, with a constant weighting) compares
+    eps errors. A network that predicts another target y has eps - eps_theta = (d eps / d y)(y - y_theta),
+    since eps is linear in y at fixed x_t, so the same loss on y errors needs w(t) = (d eps / d y)^2:
+
+    * ``eps``: w = 1, so the timestep schedule *is* the constant one;
+    * ``x0``: eps = (x - alpha x0) / sigma, w = (alpha / sigma)^2 (the SNR);
+    * ``v`` (v = alpha eps - sigma x0): w = (alpha / (alpha^2 + sigma^2))^2, i.e. alpha^2 on a VP schedule;
+    * ``flow`` (u = alpha' x0 + sigma' eps): w = (alpha / (alpha sigma' - sigma alpha'))^2, which on the
+      rectified-flow schedule alpha = 1 - t, sigma = t is (1 - t)^2 -- Flow-DPO's beta (1 - t)^2
+      (Liu et al. 2025, arXiv 2501.13918, Sec. 4.1), which the paper found to reward-hack.
+
+    ``schedule`` defaults to the rectified-flow one. Applying (1 - t)^2 to an eps-model (the old rule)
+    down-weighted its high-noise pairs 100x at t = 0.9 instead of leaving them at 1.
+    """
+    from ..models.prediction import check_prediction_kind
+
+    check_prediction_kind(prediction)
+    t64 = t.detach().to(torch.float64)
+    if schedule is None:
+        a, s, da, ds = 1.0 - t64, t64, -torch.ones_like(t64), torch.ones_like(t64)
+    else:
+        a, s = schedule.alpha(t64).to(torch.float64), schedule.sigma(t64).to(torch.float64)
+        da, ds = (schedule.d_alpha(t64).to(torch.float64), schedule.d_sigma(t64).to(torch.float64)) if prediction == "flow" else (None, None)
+    if prediction == "eps":
+        weight = torch.ones_like(t64)
+    elif prediction == "x0":
+        weight = (a / s).square()
+    elif prediction == "v":
+        weight = (a / (a.square() + s.square())).square()
+    else:
+        weight = (a / (a * ds - s * da)).square()
+    return (beta * weight).float()
 
 
 def rwr_weights(rewards: torch.Tensor, temperature: float, mode: str = "exp", group_size: int | None = None) -> torch.Tensor:

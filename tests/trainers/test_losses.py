@@ -30,6 +30,34 @@ def test_dpo_per_pair_beta_and_timestep_beta():
     torch.testing.assert_close(out.margin, torch.tensor([1.0, 0.25, 0.0]))
 
 
+@pytest.mark.parametrize("kind", ["eps", "x0", "v", "flow"])
+@pytest.mark.parametrize("schedule_name", ["vp", "flow"])
+def test_timestep_beta_is_diffusion_dpo_rewritten_for_the_networks_target(kind, schedule_name):
+    """beta_t ||y - y_theta||^2 = beta ||eps - eps_theta||^2 for every prediction kind y and schedule.
+    Failed before: timestep_beta took no prediction kind and applied (1 - t)^2 to every model."""
+    import diffalign as da
+
+    schedule = da.VPSchedule.linear(1e-4, 0.02, 1000) if schedule_name == "vp" else da.FlowSchedule()
+    g = torch.Generator().manual_seed(0)
+    t = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
+    x0, eps = torch.randn(3, 4, generator=g, dtype=torch.float64), torch.randn(3, 4, generator=g, dtype=torch.float64)
+    x = schedule.add_noise(x0, eps, t)
+    target = da.Prediction(x=x, t=t, x0=x0, eps=eps, schedule=schedule).as_kind(kind)
+    delta = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    wrong = da.Prediction.from_output(kind, target + delta, x, t, schedule)
+    ratio = (wrong.eps - eps).square().sum(1) / delta.square().sum(1)
+    torch.testing.assert_close(losses.timestep_beta(1.0, t, kind, schedule).double(), ratio, rtol=1e-5, atol=0)
+
+
+def test_timestep_beta_of_an_eps_model_is_the_constant_beta():
+    import diffalign as da
+
+    t = torch.tensor([0.9])
+    torch.testing.assert_close(losses.timestep_beta(100.0, t, "eps", da.VPSchedule.linear(1e-4, 0.02, 1000)), torch.tensor([100.0]))
+    with pytest.raises(DiffalignError, match="prediction"):
+        losses.timestep_beta(1.0, t, "score")
+
+
 def test_ppo_clip_cases():
     c = 0.2
     old = torch.zeros(4)
