@@ -6,8 +6,8 @@
 * :func:`timestep_beta` -- Diffusion-DPO's constant beta on eps errors rewritten for the network's own
   target: beta (1 - t)^2 for rectified flows (Liu et al. 2025, Sec. 4.1; the paper prefers a constant
   beta because this one reward-hacks), 1 for eps, alpha^2 for VP v, the SNR for x0.
-* :func:`rwr_weights` / :func:`weighted_regression_loss` -- Flow-RWR, E[exp(r / tau) ||v - v_theta||^2],
-  or its per-group softmax variant.
+* :func:`rwr_weights` / :func:`weighted_regression_loss` -- Flow-RWR, E[exp(r / tau) ||v - v_theta||^2]
+  with the weights divided by the batch's largest (so they lie in (0, 1]), or its per-group softmax.
 * :func:`group_advantages`, :func:`ppo_clip_loss`, :func:`gaussian_kl` -- GRPO on a stochastic sampler
   (Flow-GRPO, Liu et al. 2025, arXiv 2505.05470, eqs. 4-6; DDPO, Black et al. 2023).
 * :func:`preference_loss` -- Bradley-Terry, or Rao-Kupper with ties, for the noisy reward model.
@@ -92,21 +92,30 @@ def timestep_beta(beta: float, t: torch.Tensor, prediction: str = "flow", schedu
 
 
 def rwr_weights(rewards: torch.Tensor, temperature: float, mode: str = "exp", group_size: int | None = None) -> torch.Tensor:
-    """Per-sample regression weights.
+    """Per-sample regression weights; what they mean:
 
-    ``"exp"``: w = exp(r / tau), as in Flow-RWR (the reward's scale sets the strength).
+    ``"exp"``: w_i = exp((r_i - max_j r_j) / tau) over the batch given (one micro-batch). These are
+    Flow-RWR's exp(r / tau) weights (Liu et al. 2025, arXiv 2501.13918, Sec. 4.1; Peng et al. 2019)
+    times the positive constant exp(-max r / tau): the relative weights of any two samples are the
+    paper's, the best sample weighs 1 and every weight lies in (0, 1]. Subtracting the maximum is why
+    ``rwr_weights([90, 91], 1)`` is (e^-1, 1) instead of (inf, inf), and why the step size no longer
+    grows as exp(mean r / tau) when every reward shifts up.
     ``"group-softmax"``: w = G softmax_group(r / tau), normalised within each consecutive group of
-    ``group_size`` samples (same prompt), so every group's weights average to 1.
+    ``group_size`` samples (same prompt), so every group's weights average to 1 (softmax subtracts
+    the group maximum internally, so it never overflows either).
     """
     if temperature <= 0:
         raise DiffalignError(f"RWR temperature must be > 0, got {temperature!r}")
-    scaled = rewards.float() / temperature
+    # float64: at a small tau, (r - max) / tau of float32 rewards loses the low bits that decide ratios
+    scaled = rewards.to(torch.float64) / temperature
     if mode == "exp":
-        return scaled.exp()
+        if scaled.numel() == 0:
+            return scaled.float()
+        return (scaled - scaled.max()).exp().float()
     if mode == "group-softmax":
         if not group_size or rewards.numel() % group_size:
             raise DiffalignError(f"group-softmax needs a group_size dividing the batch ({rewards.numel()}), got {group_size!r}")
-        return (scaled.view(-1, group_size).softmax(-1) * group_size).reshape(-1)
+        return (scaled.view(-1, group_size).softmax(-1) * group_size).reshape(-1).float()
     raise DiffalignError(f"unknown RWR weighting {mode!r}; valid choices: {', '.join(RWR_MODES)}")
 
 

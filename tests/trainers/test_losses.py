@@ -92,13 +92,24 @@ def test_group_advantages():
 
 def test_rwr_weights():
     r = torch.tensor([0.0, -1.0, math.log(2.0), 0.0])
-    torch.testing.assert_close(losses.rwr_weights(r, 1.0), torch.tensor([1.0, math.exp(-1.0), 2.0, 1.0]))
-    torch.testing.assert_close(losses.rwr_weights(r, 2.0), (r / 2).exp())
+    # exp(r / tau) divided by the largest, exp(max r / tau) = 2
+    torch.testing.assert_close(losses.rwr_weights(r, 1.0), torch.tensor([1.0, math.exp(-1.0), 2.0, 1.0]) / 2)
+    torch.testing.assert_close(losses.rwr_weights(r, 2.0), ((r - r.max()) / 2).exp())
     w = losses.rwr_weights(r, 1.0, "group-softmax", group_size=2)
     torch.testing.assert_close(w.view(2, 2).sum(1), torch.full((2,), 2.0))
     torch.testing.assert_close(w[:2], 2 * torch.softmax(r[:2], 0))
     with pytest.raises(DiffalignError, match="valid choices: exp, group-softmax"):
         losses.rwr_weights(r, 1.0, "softmax")
+
+
+def test_rwr_exp_weights_never_overflow_and_ignore_a_reward_shift():
+    """Failed before: exp(r / tau) gave inf for rewards near 90, so the loss was inf, and every weight
+    (hence the step) grew as exp(mean r / tau)."""
+    w = losses.rwr_weights(torch.tensor([90.0, 91.0]), 1.0)
+    torch.testing.assert_close(w, torch.tensor([math.exp(-1.0), 1.0]))
+    r = torch.tensor([0.3, -2.0, 1.5, 0.0])
+    torch.testing.assert_close(losses.rwr_weights(r + 500.0, 0.5), losses.rwr_weights(r, 0.5))
+    assert torch.isfinite(losses.weighted_regression_loss(torch.ones(2), losses.rwr_weights(torch.tensor([1e4, 2e4]), 1.0)))
 
 
 def test_weighted_regression_loss_treats_weights_as_constants():
