@@ -127,13 +127,16 @@ def weighted_regression_loss(errors: torch.Tensor, weights: torch.Tensor) -> tor
 def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
     """(r - mean_group) / (std_group + eps) for consecutive groups of ``group_size`` (GRPO).
 
-    A group whose rewards are all equal gets advantage 0 (it carries no preference).
+    std is the population std (ddof = 0), as Flow-GRPO's per-prompt ``np.std`` (Liu et al. 2025,
+    arXiv 2505.05470, eq. 4); the sample std (ddof = 1) would shrink every advantage by
+    sqrt((G - 1) / G), 0.71 at G = 2. A group whose rewards are all equal gets advantage 0 (it
+    carries no preference).
     """
     if group_size < 2 or rewards.numel() % group_size:
         raise DiffalignError(f"group_size must be >= 2 and divide the batch ({rewards.numel()}), got {group_size!r}")
     grouped = rewards.float().view(-1, group_size)
     centred = grouped - grouped.mean(1, keepdim=True)
-    return (centred / (grouped.std(1, keepdim=True) + eps)).reshape(-1)
+    return (centred / (grouped.std(1, keepdim=True, correction=0) + eps)).reshape(-1)
 
 
 class PPOOutput(NamedTuple):
@@ -159,7 +162,13 @@ def ppo_clip_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages
 
 def gaussian_kl(mean: torch.Tensor, reference_mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """Per-sample KL(N(mean, std^2) || N(reference_mean, std^2)), averaged over elements:
-    mean((mean - reference_mean)^2) / (2 std^2). Both steps share the kernel's std, so this is exact."""
+    mean((mean - reference_mean)^2) / (2 std^2). Both steps share the kernel's std, so this is exact.
+
+    ``std`` is the step's whole std, g sqrt(dt) for the flow SDE. Flow-GRPO's KL term divides by
+    g^2 alone (its ``std_dev_t``), so it equals dt times this one: its loss ``beta * KL`` is this
+    trainer's ``kl_coef * KL`` with ``kl_coef = beta * dt`` (e.g. beta = 0.04 at 10 uniform steps is
+    kl_coef = 0.004).
+    """
     diff = mean.to(torch.float64) - reference_mean.to(torch.float64)
     std = std.to(torch.float64).expand(mean.shape)
     return (diff.square() / (2.0 * std.square())).flatten(1).mean(1)

@@ -84,7 +84,8 @@ def test_ppo_on_policy_ratio_is_one_and_loss_is_minus_mean_advantage():
 def test_group_advantages():
     r = torch.tensor([1.0, 2.0, 3.0, 5.0, 5.0, 5.0])
     a = losses.group_advantages(r, 3, eps=0.0 + 1e-12)
-    torch.testing.assert_close(a[:3], torch.tensor([-1.0, 0.0, 1.0]))
+    # population std (ddof = 0, Flow-GRPO's np.std): sqrt(2/3); failed before with ddof = 1 (std 1)
+    torch.testing.assert_close(a[:3], torch.tensor([-1.0, 0.0, 1.0]) * math.sqrt(1.5))
     torch.testing.assert_close(a[3:], torch.zeros(3))  # no preference inside a tied group
     with pytest.raises(DiffalignError, match="group_size"):
         losses.group_advantages(r, 4)
