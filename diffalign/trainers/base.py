@@ -118,7 +118,9 @@ class Trainer:
         # The LR scheduler stays unprepared: accelerate's wrapper steps it once per process.
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
         self.optimizer = self.accelerator.prepare(optimizer)
-        self.ema = EMAModel(self.params, decay=tc.ema_decay) if tc.ema_decay > 0 else None
+        # diffusers ramps the decay as (1 + n) / (10 + n) whatever ema_decay says; min_decay = decay turns
+        # the ramp off (its first update still copies the weights, decay 0)
+        self.ema = EMAModel(self.params, decay=tc.ema_decay, min_decay=0.0 if tc.ema_warmup else tc.ema_decay) if tc.ema_decay > 0 else None
         self.step = 0
 
     # -- hooks ---------------------------------------------------------------------------------
@@ -210,6 +212,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             if self.ema is not None:
                 self.ema.step(self.params)
+                record("ema_decay", self.ema.cur_decay_value)  # the effective decay, below ema_decay during warm-up
         self.lr_scheduler.step()
         self.step += 1
         totals = {key: sums[key] / counts[key] for key in sums}

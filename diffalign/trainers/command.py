@@ -38,9 +38,23 @@ def _flatten(node: dict, prefix: str = "") -> dict:
     return flat
 
 
+def _defaults(method) -> dict:
+    """The flattened default config of a method ({} for an unknown one)."""
+    from .config import config_class, to_dict
+
+    try:
+        return _flatten(to_dict(config_class(method)()))
+    except DiffalignError:
+        return {}
+
+
 def check_same_run(recorded: dict, current: dict, directory: Path) -> None:
     old, new = _flatten(recorded), _flatten(current)
+    # a key added to the config after the run was recorded, left at its default, is the same run
+    defaults = _defaults(current.get("method"))
     for key in sorted(set(old) | set(new)):
+        if key not in old and key in defaults and new.get(key) == defaults[key]:
+            continue
         if key not in RESUMABLE_CHANGES and old.get(key) != new.get(key):
             raise DiffalignError(
                 f"{directory} holds a run with {key}={old.get(key)!r}, not {new.get(key)!r}; "

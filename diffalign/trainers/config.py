@@ -58,6 +58,9 @@ class TrainingConfig:
     gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step and process")
     mixed_precision: Literal["no", "bf16", "fp16"] = option("no", "autocast precision (accelerate)")
     ema_decay: float = option(0.0, "EMA of the trained weights (0 disables); the final adapter uses the EMA weights")
+    ema_warmup: bool = option(True, "diffusers' EMA warm-up: the decay ramps as (1 + n) / (10 + n) up to ema_decay "
+                                    "(0.918 at update 100 for 0.999); false: ema_decay from the second update. "
+                                    "The effective decay is logged as ema_decay")
     checkpoint_every: int = option(50, "steps between checkpoints (0: only the final one)")
     keep_checkpoints: int = option(2, "most recent checkpoints kept on disk")
     log_every: int = option(1, "steps between tracker logs")
