@@ -282,7 +282,7 @@ class Trainer:
             ckpt.save_checkpoint(
                 self.checkpoints_dir, self.step, trainable=self.trainable_state(),
                 optimizer=self.optimizer.optimizer.state_dict(), scheduler=self.lr_scheduler.state_dict(), ema=ema,
-                extra={"data_position": self.data_position(self.step), "method": self.name},
+                extra={"data_position": self.data_position(self.step), "method": self.name, **self._scaler_state()},
                 keep=self.config.train.keep_checkpoints,
             )
         acc.wait_for_everyone()
@@ -307,9 +307,20 @@ class Trainer:
             ema = state["ema"]
             self.ema.shadow_params = [ema[str(i)].to(p.device) for i, p in enumerate(self.params)]
             self.ema.optimization_step = int(ema["optimization_step"][0])
+        scaler = getattr(self.accelerator, "scaler", None)
+        if scaler is not None and state["extra"].get("grad_scaler"):
+            scaler.load_state_dict(state["extra"]["grad_scaler"])
         ckpt.restore_rng(state["rng"], state["python_rng"])
         self.step = state["step"]
         return True
+
+    def _scaler_state(self) -> dict:
+        """fp16's GradScaler (loss scale and growth tracker): without it a resumed fp16 run restarts at
+        the initial scale of 65,536 and skips steps an uninterrupted run would take."""
+        scaler = getattr(self.accelerator, "scaler", None)
+        if scaler is None or not scaler.is_enabled():
+            return {}
+        return {"grad_scaler": {k: (float(v) if isinstance(v, float) else int(v)) for k, v in scaler.state_dict().items()}}
 
     def save_final(self) -> Path:
         """``final/``: the LoRA in diffusers format, or (full fine-tuning) a complete model directory

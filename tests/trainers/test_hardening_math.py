@@ -71,3 +71,28 @@ def test_gaussian_kl_matches_a_monte_carlo_estimate():
     estimate, stderr = log_ratio.mean().item(), log_ratio.std().item() / math.sqrt(n)
     assert exact > 0.01
     assert abs(estimate - exact) < 4 * stderr, (estimate, exact, stderr)
+
+
+def test_fp16_grad_scaler_state_is_checkpointed(tiny_config, tmp_path):
+    """Failed before: the loss scale and growth tracker were not saved, so an fp16 resume on a GPU
+    restarted at scale 65,536. A CPU GradScaler stands in for accelerate's CUDA one."""
+    config = tiny_config("rwr")
+    trainer = get_trainer("rwr")(config, tmp_path)
+    trainer.accelerator.scaler = torch.amp.GradScaler("cpu")
+    trainer.accelerator.scaler.load_state_dict(
+        {"scale": 8.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000, "_growth_tracker": 7})
+    trainer.save_checkpoint()
+    resumed = get_trainer("rwr")(config, tmp_path)
+    resumed.accelerator.scaler = torch.amp.GradScaler("cpu")
+    assert resumed.resume()
+    assert resumed.accelerator.scaler.state_dict() == trainer.accelerator.scaler.state_dict()
+
+
+def test_hypernoise_reward_weight_is_the_references_lambda():
+    """loss / reward_weight = lambda mean(f^2) - r with reward_weight = d / (2 lambda)."""
+    from diffalign.noise_space import hypernoise_loss
+
+    f, r, lam = torch.randn(5, 1, 8, 8), torch.randn(5), 0.3
+    d = 64
+    weight = d / (2 * lam)
+    torch.testing.assert_close(hypernoise_loss(f, r, weight) / weight, (lam * f.flatten(1).square().mean(1) - r).mean())
