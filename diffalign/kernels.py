@@ -164,6 +164,12 @@ class FlowSDE(Kernel):
     **Discretisation.** Near t = 1 the SDE is stiff: with 1 - t = k h the eps coefficient is about
     a^2 / (2k) whatever h is, so the excess variance of the first steps, about a^4 / (4 k^2) per step,
     does not vanish as h -> 0; the drift contracts it away over the following steps.
+
+    **The last step.** The step to t = 0 is Gaussian too, with std g sqrt(h) = a sqrt(h^2 / (1 - h))
+    (0.074 at a = 0.7 and 10 steps). The samplers' ``rollout`` draws it, so their flow-sde samples
+    keep that noise; GRPO's trajectories take its mean (``trainers/trajectories.py``), so a policy
+    trained with GRPO is evaluated by ``da.sample(..., kernel="flow-sde")`` with slightly noisier
+    outputs than it was trained on. Use ``kernel="euler"`` (or the mean) for the trained behaviour.
     """
 
     def __init__(self, noise_level: float = 0.7):
