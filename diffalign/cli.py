@@ -22,6 +22,7 @@ from .cli_validation import (
     REWARD_OPTIONS,
     SAMPLER_OPTIONS,
     check_sample_args,
+    check_seed,
     check_writable_dir,
     check_writable_file,
     parse_count,
@@ -229,6 +230,7 @@ def _option_text(key: str, default) -> str:
 
 
 def run_demo(args) -> None:
+    check_seed(args.seed)
     out_dir = check_writable_dir(Path(args.out))
     from .demo import run_demo as demo
 

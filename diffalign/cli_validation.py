@@ -8,6 +8,7 @@ imports torch.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -156,6 +157,9 @@ def check_sample_args(args) -> tuple[dict, dict]:
     elif args.sampler in SAMPLERS_NEEDING_REWARD:
         raise DiffalignError(f"sampler {args.sampler!r} needs --reward (see 'diffalign list')")
     check_prompt_args(args)
+    check_seed(args.seed)
+    if not math.isfinite(args.cfg):  # failed only after the model had loaded (and wrote NaN images)
+        raise DiffalignError(f"--cfg must be a finite number, got {args.cfg!r}")
     if args.cfg != 1.0 and args.cond is None and not args.prompt_list:
         # CFG steers toward a condition; without one it would silently sample unconditionally
         raise DiffalignError(f"--cfg {args.cfg:g} needs --cond (the class to guide toward) or --prompt/--prompts; "
@@ -165,6 +169,12 @@ def check_sample_args(args) -> tuple[dict, dict]:
     check_model(args.model)
     check_rlg_args(args)
     return sampler_options, reward_options
+
+
+def check_seed(seed: int) -> None:
+    """Seeds feed torch's and numpy's generators, which take integers in [0, 2^64)."""
+    if not 0 <= seed < 2**64:
+        raise DiffalignError(f"--seed must be an integer in [0, 2^64), got {seed}")
 
 
 def check_prompt_args(args) -> None:

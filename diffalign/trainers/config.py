@@ -9,6 +9,7 @@ dataclasses, so a typo or a bad value is one line that names the key and the val
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -65,6 +66,8 @@ class TrainingConfig:
     keep_checkpoints: int = option(2, "most recent checkpoints kept on disk")
     log_every: int = option(1, "steps between tracker logs")
     report_to: Literal["tensorboard", "none"] = option("tensorboard", "accelerate tracker")
+    max_nonfinite_updates: int = option(3, "an update whose loss or gradient is NaN/inf is skipped and logged; this many in a "
+                                           "row stop the run, keeping the last good checkpoint")
 
 
 @dataclass
@@ -95,6 +98,12 @@ class TrainerConfig:
         require(t.learning_rate > 0, "train.learning_rate", t.learning_rate, "> 0")
         require(0 <= t.ema_decay < 1, "train.ema_decay", t.ema_decay, "in [0, 1)")
         require(self.model.lora_alpha > 0, "model.lora_alpha", self.model.lora_alpha, "> 0")
+        # each of these failed only after config.yaml was written (numpy's SeedSequence, AdamW's own checks)
+        require(isinstance(self.seed, int) and 0 <= self.seed < 2**64, "seed", self.seed, "an integer in [0, 2^64)")
+        require(0 <= t.adam_beta1 < 1, "train.adam_beta1", t.adam_beta1, "in [0, 1)")
+        require(0 <= t.adam_beta2 < 1, "train.adam_beta2", t.adam_beta2, "in [0, 1)")
+        require(t.adam_epsilon > 0, "train.adam_epsilon", t.adam_epsilon, "> 0")
+        require(t.max_nonfinite_updates >= 1, "train.max_nonfinite_updates", t.max_nonfinite_updates, ">= 1")
 
 
 def require(ok: bool, key: str, value, what: str) -> None:
@@ -182,11 +191,13 @@ def _convert(hint, value, key: str):
     if hint is float:
         if isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise DiffalignError(f"config key {key!r} must be a number, got {value!r}")
+        if not math.isfinite(value):  # .inf / .nan would train into NaN weights and save them
+            raise DiffalignError(f"config key {key!r} must be a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):

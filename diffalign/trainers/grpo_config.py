@@ -36,4 +36,6 @@ class GRPOConfig(TrainerConfig):
         require(0 < self.timestep_fraction <= 1, "timestep_fraction", self.timestep_fraction, "in (0, 1]")
         require(0 < self.eta <= 1, "eta", self.eta, "in (0, 1]")
         require(self.noise_level > 0, "noise_level", self.noise_level, "> 0")
+        # eps = 0 divides a tied group's zero deviations by a zero std: NaN advantages
+        require(self.advantage_eps > 0, "advantage_eps", self.advantage_eps, "> 0")
 
