@@ -3,17 +3,17 @@
 * A new (or empty) DIR starts a run and records its resolved config in ``DIR/config.yaml``.
 * Rerunning the same command on DIR resumes from the latest complete checkpoint. The config must match
   the recorded one, except for the keys in :data:`RESUMABLE_CHANGES` (so a run can be extended).
-* ``--overwrite`` starts afresh over a used DIR; anything else in a used DIR is refused.
+* ``--overwrite`` starts afresh over DIR, only when DIR holds a diffalign run and nothing else
+  (:mod:`.run_dir`); a used DIR without a run is refused, and so is one another run holds (``DIR/.lock``).
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from ..errors import DiffalignError
+from .run_dir import CONFIG_FILE, RunLock
 
-CONFIG_FILE = "config.yaml"
 RESUMABLE_CHANGES = {"train.max_steps", "train.checkpoint_every", "train.log_every", "train.keep_checkpoints", "train.report_to"}
 
 
@@ -63,28 +63,41 @@ def check_same_run(recorded: dict, current: dict, directory: Path) -> None:
 
 
 def prepare_output_dir(directory: Path, config_dict: dict, overwrite: bool, is_main: bool) -> None:
+    """Check DIR against the new config, then (main process) write ``config.yaml``.
+
+    Called with the config already validated and, on the main process, the run lock held: so
+    ``--overwrite`` deletes nothing for a bad config, nothing during another run, and (see
+    :func:`~diffalign.trainers.run_dir.check_overwritable`) nothing that is not a diffalign run's.
+    """
     import yaml
 
     from ..atomic import atomic_write_bytes
+    from .run_dir import LOCK_FILE, check_overwritable, remove_leftovers, remove_run
 
     recorded_path = directory / CONFIG_FILE
     if directory.exists() and not directory.is_dir():
         raise DiffalignError(f"output directory {directory} is a file")
-    used = directory.is_dir() and any(directory.iterdir())
-    if used and not overwrite:
+    used = directory.is_dir() and any(c.name != LOCK_FILE for c in directory.iterdir())
+    if used and overwrite:
+        check_overwritable(directory)
+    elif used:
         if not recorded_path.is_file():
-            raise DiffalignError(f"output directory {directory} is not empty and holds no diffalign run; pass --overwrite or use another --output-dir")
+            raise DiffalignError(f"output directory {directory} is not empty and holds no diffalign run (no {CONFIG_FILE}); "
+                                 "use another --output-dir")
         try:
             recorded = yaml.safe_load(recorded_path.read_text())
-        except yaml.YAMLError:
+        except (yaml.YAMLError, UnicodeDecodeError):
             raise DiffalignError(f"corrupt run config {recorded_path}; pass --overwrite to start afresh") from None
-        check_same_run(recorded or {}, config_dict, directory)
+        if not isinstance(recorded, dict):
+            raise DiffalignError(f"corrupt run config {recorded_path} (not a mapping); pass --overwrite to start afresh")
+        check_same_run(recorded, config_dict, directory)
     if not is_main:
         return
     if used and overwrite:
-        shutil.rmtree(directory)
+        remove_run(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(directory)
         atomic_write_bytes(recorded_path, yaml.safe_dump(config_dict, sort_keys=False).encode())
     except OSError as err:
         raise DiffalignError(f"cannot write to output directory {directory}: {err.strerror}") from None
@@ -107,13 +120,22 @@ def run_train(args) -> None:
     from .base import no_accelerator
 
     state = PartialState(cpu=no_accelerator())
-    prepare_output_dir(directory, to_dict(config), args.overwrite, state.is_main_process)
-    state.wait_for_everyone()
+    lock = None
+    if state.is_main_process:
+        if directory.exists() and not directory.is_dir():
+            raise DiffalignError(f"output directory {directory} is a file")
+        lock = RunLock(directory).acquire()
+    try:
+        prepare_output_dir(directory, to_dict(config), args.overwrite, state.is_main_process)
+        state.wait_for_everyone()
 
-    from . import get_trainer
+        from . import get_trainer
 
-    trainer = get_trainer(config.method)(config, directory)
-    metrics = trainer.train()
+        trainer = get_trainer(config.method)(config, directory)
+        metrics = trainer.train()
+    finally:
+        if lock is not None:
+            lock.release()
     if state.is_main_process and not metrics:
         print(f"{directory} is already at step {trainer.step} (train.max_steps); nothing to train, final weights in {directory / 'final'}")
     elif state.is_main_process:

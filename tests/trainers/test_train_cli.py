@@ -92,7 +92,8 @@ def test_a_foreign_non_empty_directory_is_refused(tmp_path, capsys):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "precious.txt").write_text("keep me")
     err = _error(capsys, ["train", _write(tmp_path, tiny_raw("rwr")), "--output-dir", str(tmp_path / "run")])
-    assert "--overwrite" in err and (tmp_path / "run" / "precious.txt").exists()
+    # the message must not invite --overwrite onto someone's files (issue 22)
+    assert "holds no diffalign run" in err and "pass --overwrite" not in err and (tmp_path / "run" / "precious.txt").exists()
 
 
 def test_show_config_lists_every_key_with_help(capsys):
