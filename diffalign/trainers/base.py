@@ -289,6 +289,11 @@ class Trainer:
 
     def resume(self) -> bool:
         """Load the latest complete checkpoint, if any. A corrupt one is an error, never skipped."""
+        if (self.output_dir / "config.yaml").is_file():  # the API checks a recorded run as the CLI does
+            from .command import check_recorded_config
+            from .config import to_dict
+
+            check_recorded_config(self.output_dir, to_dict(self.config))
         if self.accelerator.is_main_process:
             ckpt.remove_partial_checkpoints(self.checkpoints_dir)
         found = ckpt.list_checkpoints(self.checkpoints_dir)

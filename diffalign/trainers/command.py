@@ -62,6 +62,21 @@ def check_same_run(recorded: dict, current: dict, directory: Path) -> None:
             )
 
 
+def check_recorded_config(directory: Path, config_dict: dict) -> None:
+    """Refuse ``config_dict`` unless it is the run recorded in ``DIR/config.yaml`` (up to
+    :data:`RESUMABLE_CHANGES`); the CLI and the Python API (``Trainer.resume``) both call it."""
+    import yaml
+
+    recorded_path = Path(directory) / CONFIG_FILE
+    try:
+        recorded = yaml.safe_load(recorded_path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError):
+        raise DiffalignError(f"corrupt run config {recorded_path}; pass --overwrite to start afresh") from None
+    if not isinstance(recorded, dict):
+        raise DiffalignError(f"corrupt run config {recorded_path} (not a mapping); pass --overwrite to start afresh")
+    check_same_run(recorded, config_dict, Path(directory))
+
+
 def prepare_output_dir(directory: Path, config_dict: dict, overwrite: bool, is_main: bool) -> None:
     """Check DIR against the new config, then (main process) write ``config.yaml``.
 
@@ -84,13 +99,7 @@ def prepare_output_dir(directory: Path, config_dict: dict, overwrite: bool, is_m
         if not recorded_path.is_file():
             raise DiffalignError(f"output directory {directory} is not empty and holds no diffalign run (no {CONFIG_FILE}); "
                                  "use another --output-dir")
-        try:
-            recorded = yaml.safe_load(recorded_path.read_text())
-        except (yaml.YAMLError, UnicodeDecodeError):
-            raise DiffalignError(f"corrupt run config {recorded_path}; pass --overwrite to start afresh") from None
-        if not isinstance(recorded, dict):
-            raise DiffalignError(f"corrupt run config {recorded_path} (not a mapping); pass --overwrite to start afresh")
-        check_same_run(recorded, config_dict, directory)
+        check_recorded_config(directory, config_dict)
     if not is_main:
         return
     if used and overwrite:

@@ -112,3 +112,13 @@ def test_resume_accepts_a_key_added_later_at_its_default(tmp_path):
     check_same_run(recorded, _config_dict(), tmp_path)
     with pytest.raises(DiffalignError, match="train.ema_warmup"):
         check_same_run(recorded, _config_dict("train.ema_warmup=false"), tmp_path)
+
+
+def test_the_python_api_checks_the_recorded_config(tiny_config, tmp_path):
+    """Failed before: a Trainer on a CLI run's directory resumed it with a different config."""
+    from diffalign.trainers import get_trainer
+
+    prepare_output_dir(tmp_path, to_dict(tiny_config("rwr")), overwrite=False, is_main=True)
+    trainer = get_trainer("rwr")(tiny_config("rwr", seed=5), tmp_path)
+    with pytest.raises(DiffalignError, match="seed=0"):
+        trainer.train()
