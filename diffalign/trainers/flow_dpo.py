@@ -23,7 +23,7 @@ from ..models.conditioning import index_condition
 from ..samplers.rollout import resolve_kernel
 from .base import Trainer, seeded_generator
 from .flow_dpo_config import FlowDPOConfig
-from .losses import dpo_loss, timestep_beta
+from .losses import dpo_loss, preference_pairs, timestep_beta
 from .regression import generate, prediction_error, score, training_times
 
 
@@ -58,7 +58,7 @@ class FlowDPOTrainer(Trainer):
         cond = self.model.encode_condition(self.cond, n)
         samples = generate(self.model, self.kernel, c.sample_steps, cond, n, generator)
         rewards = score(self.reward, self.model, samples).view(c.pairs_per_micro_batch, c.group_size)
-        best, worst = rewards.argmax(1), rewards.argmin(1)
+        best, worst, _ = preference_pairs(rewards)  # finite rewards only; a group without a pair pairs a sample with itself (zero gradient)
         rows = torch.arange(c.pairs_per_micro_batch) * c.group_size
         stats = {"reward": rewards.mean().item(), "reward_gap": (rewards.max(1).values - rewards.min(1).values).mean().item()}
         return samples[rows + best.cpu()], samples[rows + worst.cpu()], None, stats

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -101,27 +102,53 @@ def rwr_weights(rewards: torch.Tensor, temperature: float, mode: str = "exp", gr
     ``rwr_weights([90, 91], 1)`` is (e^-1, 1) instead of (inf, inf), and why the step size no longer
     grows as exp(mean r / tau) when every reward shifts up.
     ``"group-softmax"``: w = G softmax_group(r / tau), normalised within each consecutive group of
-    ``group_size`` samples (same prompt), so every group's weights average to 1 (softmax subtracts
-    the group maximum internally, so it never overflows either).
+    ``group_size`` samples (same prompt), so every group's weights average to 1 over its finite
+    members (softmax subtracts the group maximum internally, so it never overflows either).
+    Non-finite rewards get weight 0 (:func:`finite_rewards`).
     """
     if temperature <= 0:
         raise DiffalignError(f"RWR temperature must be > 0, got {temperature!r}")
+    if mode not in RWR_MODES:
+        raise DiffalignError(f"unknown RWR weighting {mode!r}; valid choices: {', '.join(RWR_MODES)}")
     # float64: at a small tau, (r - max) / tau of float32 rewards loses the low bits that decide ratios
     scaled = rewards.to(torch.float64) / temperature
+    # non-finite rewards weigh 0 and take no part in the maximum or the softmax (finite_rewards' policy)
+    finite = finite_rewards(rewards, "RWR")
+    scaled = torch.where(finite, scaled, torch.full_like(scaled, -math.inf))
     if mode == "exp":
-        if scaled.numel() == 0:
-            return scaled.float()
-        return (scaled - scaled.max()).exp().float()
-    if mode == "group-softmax":
-        if not group_size or rewards.numel() % group_size:
-            raise DiffalignError(f"group-softmax needs a group_size dividing the batch ({rewards.numel()}), got {group_size!r}")
-        return (scaled.view(-1, group_size).softmax(-1) * group_size).reshape(-1).float()
-    raise DiffalignError(f"unknown RWR weighting {mode!r}; valid choices: {', '.join(RWR_MODES)}")
+        if not bool(finite.any()):
+            return torch.zeros_like(scaled).float()
+        return (scaled - scaled[finite].max()).exp().float()
+    if not group_size or rewards.numel() % group_size:
+        raise DiffalignError(f"group-softmax needs a group_size dividing the batch ({rewards.numel()}), got {group_size!r}")
+    grouped, count = scaled.view(-1, group_size), finite.view(-1, group_size).sum(1, keepdim=True)
+    weights = torch.where(count > 0, grouped.softmax(-1) * count, torch.zeros_like(grouped))
+    return torch.nan_to_num(weights, nan=0.0).reshape(-1).float()
 
 
 def weighted_regression_loss(errors: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """mean_i w_i e_i with the weights treated as constants."""
     return (weights.detach() * errors).mean()
+
+
+class NonFiniteRewardWarning(UserWarning):
+    """Some rewards of a training batch were NaN or inf and were dropped from their groups."""
+
+
+def finite_rewards(rewards: torch.Tensor, method: str = "training") -> torch.Tensor:
+    """The mask of finite rewards; warns once per call, naming how many were dropped.
+
+    **Policy** (issue 22): a NaN or +-inf reward says nothing usable about its sample, and one of
+    them turns a whole group's statistics into NaN (and from there the loss and the weights). Such
+    samples are *dropped from their group*: the group's statistics use its finite members only, and
+    the dropped sample gets advantage 0 (GRPO) or weight 0 (RWR) and is never a DPO winner or loser.
+    """
+    finite = torch.isfinite(rewards)
+    dropped = int((~finite).sum())
+    if dropped:
+        warnings.warn(f"{method}: {dropped} of {rewards.numel()} rewards were NaN or inf; dropped from their groups "
+                      "(advantage/weight 0, never a preference pair)", NonFiniteRewardWarning, stacklevel=3)
+    return finite
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
@@ -130,13 +157,32 @@ def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) 
     std is the population std (ddof = 0), as Flow-GRPO's per-prompt ``np.std`` (Liu et al. 2025,
     arXiv 2505.05470, eq. 4); the sample std (ddof = 1) would shrink every advantage by
     sqrt((G - 1) / G), 0.71 at G = 2. A group whose rewards are all equal gets advantage 0 (it
-    carries no preference).
+    carries no preference). Non-finite rewards are dropped from their group (:func:`finite_rewards`):
+    mean and std are over the finite members, the dropped sample's advantage is 0, and a group
+    with fewer than 2 finite members gets 0 throughout.
     """
     if group_size < 2 or rewards.numel() % group_size:
         raise DiffalignError(f"group_size must be >= 2 and divide the batch ({rewards.numel()}), got {group_size!r}")
-    grouped = rewards.float().view(-1, group_size)
-    centred = grouped - grouped.mean(1, keepdim=True)
-    return (centred / (grouped.std(1, keepdim=True, correction=0) + eps)).reshape(-1)
+    grouped = rewards.to(torch.float64).view(-1, group_size)
+    finite = finite_rewards(grouped, "GRPO")
+    count = finite.sum(1, keepdim=True)
+    values = torch.where(finite, grouped, torch.zeros_like(grouped))
+    mean = values.sum(1, keepdim=True) / count.clamp(min=1)
+    centred = torch.where(finite, grouped - mean, torch.zeros_like(grouped))
+    std = (centred.square().sum(1, keepdim=True) / count.clamp(min=1)).sqrt()
+    advantages = torch.where(count >= 2, centred / (std + eps), torch.zeros_like(centred))
+    return advantages.reshape(-1).float()
+
+
+def preference_pairs(grouped_rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Online DPO pairs: per group (row) the index of its best and worst *finite* reward, and whether
+    the row has a pair at all (two finite rewards that differ). ``argmax`` alone picks NaN as the winner."""
+    finite = finite_rewards(grouped_rewards, "DPO")
+    r = grouped_rewards.to(torch.float64)
+    best = torch.where(finite, r, torch.full_like(r, -math.inf)).argmax(1)
+    worst = torch.where(finite, r, torch.full_like(r, math.inf)).argmin(1)
+    valid = (finite.sum(1) >= 2) & (r.gather(1, best[:, None]) > r.gather(1, worst[:, None])).squeeze(1)
+    return best, worst, valid
 
 
 class PPOOutput(NamedTuple):
