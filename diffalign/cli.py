@@ -249,8 +249,39 @@ def run_train(args) -> None:
 COMMANDS = {"demo": run_demo, "sample": run_sample, "train": run_train, "list": run_list}
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the program is, so it unwinds like Ctrl-C: ``finally`` blocks
+    release the run lock, atomic writes drop their temporaries, and the exit is one line."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum, _frame):
+    raise _Terminated(signum)
+
+
+def _catch_termination() -> dict:
+    """Route SIGTERM and SIGHUP to :class:`_Terminated` (main thread only); returns the old handlers."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    old = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            number = getattr(signal, name)
+            old[number] = signal.signal(number, _raise_terminated)
+    return old
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    import signal
+
     debug = os.environ.get("DIFFALIGN_DEBUG") == "1"
+    previous = _catch_termination()
     try:
         args = parse_args(build_parser(), argv)
         COMMANDS[args.command](args)
@@ -258,6 +289,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except DiffalignError as err:
         print(f"diffalign: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except _Terminated as err:
+        print(f"diffalign: interrupted ({signal.Signals(err.signum).name})", file=sys.stderr)
+        return 128 + err.signum
     except KeyboardInterrupt:
         print("diffalign: interrupted", file=sys.stderr)
         return 130
@@ -268,6 +302,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"diffalign: error: {type(err).__name__}: {message} (set DIFFALIGN_DEBUG=1 for a traceback)",
               file=sys.stderr)
         return EXIT_FAILURE
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 if __name__ == "__main__":

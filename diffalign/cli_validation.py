@@ -77,14 +77,14 @@ def parse_count(text: str) -> int:
 
 def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
     """KEY=VALUE pairs; values are parsed as YAML scalars (numbers, booleans, null, strings)."""
-    import yaml  # light (tens of ms); keeps `diffalign --help` free of it
+    from .safe_yaml import load  # yaml is light (tens of ms); keeps `diffalign --help` free of it
 
     options = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise DiffalignError(f"option {pair!r} is not KEY=VALUE")
-        options[key.replace("-", "_")] = yaml.safe_load(value)
+        options[key.replace("-", "_")] = load(value, f"option {pair!r}")
     return options
 
 
@@ -190,7 +190,11 @@ def check_prompt_args(args) -> None:
         path = Path(args.prompts)
         if not path.is_file():
             raise DiffalignError(f"--prompts {path} does not exist (expected a text file, one prompt a line)")
-        args.prompt_list = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise DiffalignError(f"--prompts {path} is not UTF-8 text (expected a text file, one prompt a line)") from None
+        args.prompt_list = [line.strip() for line in text.splitlines() if line.strip()]
         if not args.prompt_list:
             raise DiffalignError(f"--prompts {path} has no prompts (expected one prompt a line)")
     if args.negative_prompt is not None and not args.prompt_list:

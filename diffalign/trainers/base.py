@@ -333,7 +333,10 @@ class Trainer:
 
             check_recorded_config(self.output_dir, to_dict(self.config))
         if self.accelerator.is_main_process:
+            from .run_dir import remove_leftovers
+
             ckpt.remove_partial_checkpoints(self.checkpoints_dir)
+            remove_leftovers(self.output_dir)  # .final.* / .final.old-* of a run killed while writing final/
         found = ckpt.list_checkpoints(self.checkpoints_dir)
         if not found:
             return False

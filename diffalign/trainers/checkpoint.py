@@ -176,7 +176,11 @@ def save_checkpoint(root: Path, step: int, *, trainable: dict[str, torch.Tensor]
         state[STATE_HASH] = _state_hash(state)
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
     for _, old in list_checkpoints(root)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        # rename first (atomic): a kill during rmtree leaves a hidden .step-* directory, which the
+        # next run deletes, never a half-deleted step-* that still looks complete
+        doomed = old.with_name(f".{old.name}.pruned-{os.getpid()}")
+        os.replace(old, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
     return target
 
 

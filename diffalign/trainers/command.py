@@ -65,12 +65,12 @@ def check_same_run(recorded: dict, current: dict, directory: Path) -> None:
 def check_recorded_config(directory: Path, config_dict: dict) -> None:
     """Refuse ``config_dict`` unless it is the run recorded in ``DIR/config.yaml`` (up to
     :data:`RESUMABLE_CHANGES`); the CLI and the Python API (``Trainer.resume``) both call it."""
-    import yaml
+    from ..safe_yaml import load
 
     recorded_path = Path(directory) / CONFIG_FILE
     try:
-        recorded = yaml.safe_load(recorded_path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError):
+        recorded = load(recorded_path.read_text(encoding="utf-8"), f"run config {recorded_path}")
+    except (DiffalignError, UnicodeDecodeError):
         raise DiffalignError(f"corrupt run config {recorded_path}; pass --overwrite to start afresh") from None
     if not isinstance(recorded, dict):
         raise DiffalignError(f"corrupt run config {recorded_path} (not a mapping); pass --overwrite to start afresh")

@@ -113,17 +113,20 @@ def require(ok: bool, key: str, value, what: str) -> None:
 
 # -- reading ------------------------------------------------------------------------------------
 def read_yaml(path) -> dict:
-    import yaml
+    from ..safe_yaml import load
 
     path = Path(path)
+    if path.is_dir():
+        raise DiffalignError(f"config file {path} is a directory; give a YAML file such as configs/grpo_digits.yaml")
     if not path.is_file():
         raise DiffalignError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise DiffalignError(f"config file {path} is not valid YAML{where}") from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DiffalignError(f"config file {path} is not UTF-8 text (a binary file?)") from None
+    except OSError as err:
+        raise DiffalignError(f"cannot read config file {path}: {err.strerror}") from None
+    data = load(text, f"config file {path}")
     if not isinstance(data, dict):
         raise DiffalignError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
     return data
@@ -133,7 +136,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """``key.path=value`` pairs (values parsed as YAML) set into a copy of the raw config."""
     import copy
 
-    import yaml
+    from ..safe_yaml import load
 
     data = copy.deepcopy(data)
     for pair in overrides:
@@ -146,7 +149,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise DiffalignError(f"override {pair!r}: {part!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = load(raw, f"override {pair!r}")
     return data
 
 

@@ -122,3 +122,15 @@ def test_the_python_api_checks_the_recorded_config(tiny_config, tmp_path):
     trainer = get_trainer("rwr")(tiny_config("rwr", seed=5), tmp_path)
     with pytest.raises(DiffalignError, match="seed=0"):
         trainer.train()
+
+
+def test_leftovers_of_a_killed_run_are_cleaned_on_the_next_run(tiny_config, tmp_path):
+    """Failed before: .final.old-*, .final.* and a half-pruned checkpoint stayed forever."""
+    from diffalign.trainers import get_trainer
+
+    for name in (".final.old-123", ".final.x1y2", "checkpoints/.step-000001.pruned-77", "checkpoints/.step-000002.tmp"):
+        (tmp_path / name).mkdir(parents=True)
+        (tmp_path / name / "pytorch_lora_weights.safetensors").write_bytes(b"half")
+    trainer = get_trainer("rwr")(tiny_config("rwr"), tmp_path)
+    assert trainer.resume() is False
+    assert sorted(os.listdir(tmp_path)) == ["checkpoints"] and os.listdir(tmp_path / "checkpoints") == []
