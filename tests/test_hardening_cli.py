@@ -3,11 +3,14 @@
 Each case failed before its fix (noted per test).
 """
 
+from pathlib import Path
+
 import pytest
 
 from diffalign.cli import main
 
-CONFIG = "configs/grpo_digits.yaml"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIG = str(CONFIGS / "grpo_digits.yaml")
 
 
 @pytest.mark.parametrize("override,key", [

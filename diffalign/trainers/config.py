@@ -104,6 +104,11 @@ class TrainerConfig:
         require(0 <= t.adam_beta2 < 1, "train.adam_beta2", t.adam_beta2, "in [0, 1)")
         require(t.adam_epsilon > 0, "train.adam_epsilon", t.adam_epsilon, "> 0")
         require(t.max_nonfinite_updates >= 1, "train.max_nonfinite_updates", t.max_nonfinite_updates, ">= 1")
+        # a torch-free first bound (the trainer checks the rank against the model's layers too)
+        require(self.model.lora_rank <= MAX_LORA_RANK, "model.lora_rank", self.model.lora_rank, f"<= {MAX_LORA_RANK}")
+
+
+MAX_LORA_RANK = 4096  # above any layer width of the supported families' LoRA targets
 
 
 def require(ok: bool, key: str, value, what: str) -> None:

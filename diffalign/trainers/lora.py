@@ -62,6 +62,16 @@ def lora_format(network: nn.Module) -> LoraFormat:
     return LORA_FORMATS[name]
 
 
+def check_lora_rank(network: nn.Module, rank: int, target_modules: list[str]) -> None:
+    """Refuse a rank above min(in, out) of every targeted layer before peft allocates it: such a rank
+    adds nothing a smaller one cannot express, and ``lora_rank: 100000000`` would allocate tens of GB."""
+    widths = [min(module.in_features, module.out_features) for name, module in network.named_modules()
+              if isinstance(module, nn.Linear) and any(name == m or name.endswith("." + m) for m in target_modules)]
+    if widths and rank > max(widths):
+        raise DiffalignError(f"model.lora_rank={rank} exceeds every targeted layer's min(in, out) (at most {max(widths)} "
+                             f"in {type(network).__name__}); a LoRA cannot use more, so choose lora_rank <= {max(widths)}")
+
+
 def add_lora(network: nn.Module, rank: int, alpha: float, target_modules: list[str], seed: int) -> list[nn.Parameter]:
     """Inject a LoRA adapter (B = 0, so the network is unchanged) and return its trainable parameters."""
     from peft import LoraConfig
@@ -71,6 +81,7 @@ def add_lora(network: nn.Module, rank: int, alpha: float, target_modules: list[s
     missing = [m for m in target_modules if not any(n == m or n.endswith("." + m) for n in present)]
     if missing:
         raise DiffalignError(f"LoRA target modules {missing} not found in {type(network).__name__}")
+    check_lora_rank(network, rank, target_modules)
     network.requires_grad_(False)
     with torch.random.fork_rng(devices=[]):  # lora_A's init draws from the global RNG; keep it seeded
         torch.manual_seed(seed)
