@@ -221,6 +221,19 @@ def check_rlg_args(args) -> None:
     args.rlg_weight = weight
 
 
+def check_train_config(model_name: str, reward_name: str, reward_options: dict) -> None:
+    """A training config's model and reward, checked without torch, so a typo such as
+    ``reward.name=digt`` fails at once, before the run directory is touched (it used to fail after
+    torch loaded, 20-30 s in, leaving config.yaml behind)."""
+    if reward_name not in REWARD_OPTIONS:
+        raise choice_error("reward (config key 'reward.name')", reward_name, list(REWARD_OPTIONS))
+    if not isinstance(reward_options, dict):
+        raise DiffalignError(f"config key 'reward.options' must be a mapping, got {reward_options!r}")
+    check_options("reward", reward_name, reward_options, REWARD_OPTIONS[reward_name],
+                  REWARDS_REQUIRED_OPTIONS.get(reward_name, ()))
+    check_model(model_name)
+
+
 def is_weighted_reward(text: str) -> bool:
     """``--reward digit=1.0,compressibility=0.1`` (weights) rather than one reward name."""
     return "=" in text or "," in text

@@ -25,7 +25,11 @@ def resolve_config(args):
         overrides.append(f"train.max_steps={args.max_steps}")
     if args.checkpoint_every is not None:
         overrides.append(f"train.checkpoint_every={args.checkpoint_every}")
-    return load_config(args.config, overrides)
+    config = load_config(args.config, overrides)
+    from ..cli_validation import check_train_config
+
+    check_train_config(config.model.name, config.reward.name, config.reward.options)
+    return config
 
 
 def _flatten(node: dict, prefix: str = "") -> dict:

@@ -114,10 +114,14 @@ def test_sample_with_a_trained_lora(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("override,message", [("train.lerning_rate=1", "unknown config key 'train.lerning_rate'"),
-                                               ("method=ppo", "valid choices: flow_dpo, grpo, hypernoise, noisy_reward, rwr")])
+                                               ("method=ppo", "valid choices: flow_dpo, grpo, hypernoise, noisy_reward, rwr"),
+                                               # issue 22, newcomer 1: failed before (found after torch loaded, config.yaml left behind)
+                                               ("reward.name=digt", "unknown reward (config key 'reward.name') 'digt'"),
+                                               ("reward.options={targt: 3}", "unknown option(s) targt for reward 'digit'")])
 def test_config_errors_are_refused_before_torch_is_imported(tmp_path, override, message):
     from tests.test_cli_fast import run_fresh
 
     code, _, err, heavy = run_fresh("train", _write(tmp_path, tiny_raw("grpo")), "--output-dir", str(tmp_path / "r"), override)
     assert code == 2 and message in err and len(err.splitlines()) == 1, err
     assert heavy == "", f"config validation imported {heavy}"
+    assert not (tmp_path / "r").exists()  # nothing written, so the corrected command is not refused
