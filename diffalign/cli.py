@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--nfe", type=_nfe, default=None,
                         help="budget of model evaluations (20000, 20_000 or 2e4); none: what the sampler needs")
     sample.add_argument("--num-samples", type=int, default=16, help="samples to draw")
-    sample.add_argument("--steps", type=int, default=50, help="denoising steps per rollout")
+    sample.add_argument("--steps", type=int, default=None, help="denoising steps per rollout (default: the model's own, 2 for digits-fast, else 50)")
     sample.add_argument("--seed", type=int, default=0, help="random seed")
     sample.add_argument("--cond", type=int, default=None, help="class label (embedded digits models)")
     sample.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (needs --cond)")
@@ -154,8 +154,12 @@ def run_sample(args) -> None:
     else:
         model = da.load_model(args.model, lora=args.lora, device=device)
         _set_attention(model, args.attention)
+        if args.steps is None:
+            args.steps = getattr(model, "default_steps", 50)
         if args.cfg != 1.0:
             model = da.CFGDenoiser(model, args.cfg, null_cond=args.negative_prompt)
+    if args.steps is None:  # the RLG branch above
+        args.steps = getattr(tuned, "default_steps", 50)
     if state is not None:
         from .cli_prompts import sample_prompts
 
