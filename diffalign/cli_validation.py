@@ -221,7 +221,7 @@ def check_rlg_args(args) -> None:
     args.rlg_weight = weight
 
 
-def check_train_config(model_name: str, reward_name: str, reward_options: dict) -> None:
+def check_train_config(model_name: str, reward_name: str, reward_options: dict, cond=None) -> None:
     """A training config's model and reward, checked without torch, so a typo such as
     ``reward.name=digt`` fails at once, before the run directory is touched (it used to fail after
     torch loaded, 20-30 s in, leaving config.yaml behind)."""
@@ -232,6 +232,9 @@ def check_train_config(model_name: str, reward_name: str, reward_options: dict) 
     check_options("reward", reward_name, reward_options, REWARD_OPTIONS[reward_name],
                   REWARDS_REQUIRED_OPTIONS.get(reward_name, ()))
     check_model(model_name)
+    if model_name in MODELS and cond is not None and (isinstance(cond, bool) or not isinstance(cond, int) or not 0 <= cond <= 9):
+        raise DiffalignError(f"config key 'model.cond': {model_name} is conditioned on class labels 0..9 (or null), "
+                             f"not {cond!r}")
 
 
 def is_weighted_reward(text: str) -> bool:

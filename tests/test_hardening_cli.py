@@ -44,3 +44,13 @@ def test_bad_sample_numbers_are_one_line_exit_2(tmp_path, capsys, argv, needle):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and needle in err, err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_text_on_a_class_label_model_is_one_line_exit_2(tmp_path, capsys):
+    """Newcomer 5. Failed before: TypeError, exit 1 (sample) and after torch loaded (train)."""
+    assert main(["sample", "--model", "digits", "--prompt", "a cat", "--steps", "2", "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "class labels" in err and "'a cat'" in err, err
+    assert main(["train", CONFIG, "--output-dir", str(tmp_path / "r"), "model.cond=cat"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "model.cond" in err and "class labels" in err and not (tmp_path / "r").exists()

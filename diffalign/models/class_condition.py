@@ -36,7 +36,13 @@ class ClassEmbeddingCondition(nn.Module):
 
     def labels(self, cond, batch_size: int) -> torch.Tensor:
         """Validate user conditioning (int or LongTensor of labels) as a (batch_size,) LongTensor."""
-        labels = torch.as_tensor(cond)
+        if isinstance(cond, str) or (isinstance(cond, (list, tuple)) and any(isinstance(c, str) for c in cond)):
+            raise DiffalignError(f"this model is conditioned on class labels 0..{self.num_classes - 1}, not text: got {cond!r}; "
+                                 "pass a label (--cond 3, cond=3, model.cond: 3)")
+        try:
+            labels = torch.as_tensor(cond)
+        except (TypeError, ValueError, RuntimeError):
+            raise DiffalignError(f"class conditioning must be an int or a 1-D LongTensor of labels, got {cond!r}") from None
         if labels.is_floating_point() or labels.dtype == torch.bool or labels.ndim > 1:
             raise DiffalignError(f"class conditioning must be an int or a 1-D LongTensor of labels, got {cond!r}")
         if labels.ndim == 0:

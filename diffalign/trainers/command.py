@@ -28,7 +28,7 @@ def resolve_config(args):
     config = load_config(args.config, overrides)
     from ..cli_validation import check_train_config
 
-    check_train_config(config.model.name, config.reward.name, config.reward.options)
+    check_train_config(config.model.name, config.reward.name, config.reward.options, config.model.cond)
     return config
 
 
