@@ -125,14 +125,29 @@ def save_lora(network: nn.Module, directory) -> Path:
     return Path(directory) / WEIGHT_NAME
 
 
+def run_final_dir(path: Path, marker: str) -> Path:
+    """A training run directory stands for its ``final/``: ``path/final`` when ``path`` lacks ``marker``
+    and ``path/final`` has it (``--lora RUN_DIR`` and ``--option path=RUN_DIR`` agree)."""
+    path = Path(path).expanduser()
+    if path.is_dir() and not (path / marker).is_file() and (path / "final" / marker).is_file():
+        return path / "final"
+    return path
+
+
 def load_lora(network: nn.Module, path) -> None:
     """Load a diffusers-format LoRA (a directory or a ``.safetensors`` file) into ``network``."""
     from safetensors import SafetensorError, safe_open
 
-    path = Path(path)
+    from ..models.noise_hypernetwork import CONFIG_NAME as HYPERNETWORK_CONFIG
+
+    path = run_final_dir(Path(path), WEIGHT_NAME)
+    if path.is_dir() and (path / HYPERNETWORK_CONFIG).is_file():
+        # its LoRA file has the model's keys, so it would load silently and change the model's outputs
+        raise DiffalignError(f"{path} holds a noise hypernetwork ({HYPERNETWORK_CONFIG}), not a model LoRA; "
+                             f"use it with --sampler hypernoise --option path={path}")
     file = path / WEIGHT_NAME if path.is_dir() else path
     if not file.is_file():
-        raise DiffalignError(f"no LoRA weights at {file} (expected a directory with {WEIGHT_NAME})")
+        raise DiffalignError(f"no LoRA weights at {file} (expected a directory with {WEIGHT_NAME}, or a run directory with final/)")
     fmt = lora_format(network)
     try:
         with safe_open(str(file), framework="pt") as f:

@@ -111,6 +111,9 @@ def test_sample_with_a_trained_lora(tmp_path, capsys):
     assert main(["sample", "--model", "digits-flow", "--lora", str(tmp_path / "run" / "final"), "--num-samples", "2",
                  "--steps", "3", "--out", str(out)]) == 0
     assert out.is_file()
+    # issue 22, newcomer 4: the run directory stands for its final/ (failed before: "no LoRA weights")
+    assert main(["sample", "--model", "digits-flow", "--lora", str(tmp_path / "run"), "--num-samples", "2",
+                 "--steps", "3", "--out", str(out)]) == 0
 
 
 @pytest.mark.parametrize("override,message", [("train.lerning_rate=1", "unknown config key 'train.lerning_rate'"),
