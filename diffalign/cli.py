@@ -111,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--rlg-weight", type=float, default=None,
                         help=f"RLG weight w with --rlg-lora: 0 base, 1 tuned, > 1 extrapolates (default {DEFAULT_RLG_WEIGHT:g})")
 
-    train = commands.add_parser("train", help="fine-tune (flow_dpo, rwr, grpo) or fit a noisy reward model (noisy_reward) from a YAML preset")
+    train_help = ("fine-tune (flow_dpo, rwr, grpo), fit a noisy reward model (noisy_reward) or a noise hypernetwork "
+                  "(hypernoise) from a YAML preset")
+    train = commands.add_parser("train", help=train_help, description=train_help)
     train.add_argument("config", help="YAML preset, e.g. configs/grpo_digits.yaml (with --show-config: a method name)")
     train.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides")
     train.add_argument("--output-dir", help="run directory: checkpoints, logs, final/ (rerun to resume)")
