@@ -36,3 +36,19 @@ def test_the_hypernoise_presets_sample_command_runs(tmp_path, capsys):
     build_hypernetwork("lora", da.load_model("digits-fast")).save_pretrained(tmp_path / "run" / "final")
     assert main(argv) == 0, capsys.readouterr().err
     assert (tmp_path / "g.png").is_file()
+
+
+def test_a_lora_of_a_different_size_model_is_one_line(tmp_path, capfd):
+    """Failed before: diffusers and peft printed a state-dict error per tensor (27 lines) before ours."""
+    from diffalign.trainers.lora import add_lora, save_lora
+    from tests.pipelines.tiny import tiny_sd3_transformer
+
+    network = tiny_sd3_transformer()
+    add_lora(network, 2, 2.0, ["to_q", "to_v"], 0)
+    save_lora(network, tmp_path / "lora")
+    capfd.readouterr()
+    assert main(["sample", "--model", "digits-flow", "--lora", str(tmp_path / "lora"), "--steps", "2", "--num-samples", "1",
+                 "--out", str(tmp_path / "x.png")]) == 2
+    captured = capfd.readouterr()
+    err = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(err) == 1 and "different-size model" in err[0], captured.err

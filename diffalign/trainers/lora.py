@@ -134,6 +134,33 @@ def run_final_dir(path: Path, marker: str) -> Path:
     return path
 
 
+def _check_lora_shapes(network: nn.Module, file: Path, prefix: str) -> None:
+    """One line for a LoRA made for a different-size network, before diffusers and peft print a
+    state-dict error per tensor (27 lines for digits-flow): shapes come from the file's header."""
+    from safetensors import safe_open
+
+    with safe_open(str(file), framework="pt") as f:
+        for key in f.keys():
+            name, sep, rest = key[len(prefix) + 1:].partition(".lora_")
+            if not key.startswith(prefix + ".") or not sep:
+                continue
+            try:
+                module = network.get_submodule(name)
+            except AttributeError:
+                raise DiffalignError(f"LoRA file {file} does not fit {type(network).__name__}: it has no layer {name!r}") from None
+            if not isinstance(module, nn.Linear):
+                base = getattr(module, "base_layer", None)
+                module = base if isinstance(base, nn.Linear) else None
+            if module is None:
+                continue
+            shape = tuple(f.get_slice(key).get_shape())
+            expected = (None, module.in_features) if rest.startswith("A") else (module.out_features, None)
+            if len(shape) != 2 or any(e is not None and e != got for e, got in zip(expected, shape)):
+                raise DiffalignError(
+                    f"LoRA file {file} was made for a different-size model: {name} is {module.in_features} -> "
+                    f"{module.out_features} here, but the file's {key.rsplit('.', 2)[-2]} is {list(shape)}")
+
+
 def load_lora(network: nn.Module, path) -> None:
     """Load a diffusers-format LoRA (a directory or a ``.safetensors`` file) into ``network``."""
     from safetensors import SafetensorError, safe_open
@@ -159,6 +186,7 @@ def load_lora(network: nn.Module, path) -> None:
             f"LoRA file {file} has no '{fmt.prefix}.' weights for {type(network).__name__} (keys look like {keys[:1]}); "
             "it would load as a no-op"
         )
+    _check_lora_shapes(network, file, fmt.prefix)
     try:
         network.load_lora_adapter(str(file.parent), weight_name=file.name, prefix=fmt.prefix, adapter_name=ADAPTER_NAME)
     except Exception as err:  # diffusers/peft raise many types for mismatched shapes or keys
