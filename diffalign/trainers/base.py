@@ -231,7 +231,10 @@ class Trainer:
 
     def _update_is_finite(self, loss_finite: bool) -> bool:
         """Whether every process's loss and the (averaged) gradient are finite; the processes agree."""
-        grads = [p.grad for p in self.params if p.grad is not None]
+        scaler = getattr(self.accelerator, "scaler", None)
+        # under fp16's GradScaler an overflowing gradient is routine (the scaler skips that step and lowers
+        # its scale), so only the loss counts there
+        grads = [] if scaler is not None and scaler.is_enabled() else [p.grad for p in self.params if p.grad is not None]
         finite = loss_finite and (not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()))
         if self.accelerator.num_processes > 1:
             flag = torch.tensor([0.0 if finite else 1.0], device=self.accelerator.device)
