@@ -52,3 +52,19 @@ def test_a_lora_of_a_different_size_model_is_one_line(tmp_path, capfd):
     captured = capfd.readouterr()
     err = [line for line in captured.err.splitlines() if line.strip()]
     assert len(err) == 1 and "different-size model" in err[0], captured.err
+
+
+def test_the_reward_vs_nfe_plot_labels_each_budget_once(tmp_path):
+    """Failed before: the log axis also labelled its minor ticks (2x10^3, 3x10^3, ...), which overlapped."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import search
+
+    budgets = [2000, 5000, 10000, 20000]
+    fig = search._plot(budgets, {"best-of-N": [1, 2, 3, 4], "DTS*": [2, 3, 4, 5]}, tmp_path / "p.png")
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    major = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    minor = [t.get_text() for t in ax.get_xticklabels(minor=True) if t.get_text()]
+    assert major == ["2k", "5k", "10k", "20k"] and minor == []
