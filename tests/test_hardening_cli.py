@@ -54,3 +54,12 @@ def test_text_on_a_class_label_model_is_one_line_exit_2(tmp_path, capsys):
     assert main(["train", CONFIG, "--output-dir", str(tmp_path / "r"), "model.cond=cat"]) == 2
     err = capsys.readouterr().err.strip()
     assert "model.cond" in err and "class labels" in err and not (tmp_path / "r").exists()
+
+
+def test_a_config_that_fails_to_build_writes_nothing(tmp_path, capsys):
+    """Newcomer 1. Failed before: a reward option refused only when torch built the reward left
+    config.yaml behind, so the corrected command was refused with 'pass --overwrite'."""
+    out = tmp_path / "run"
+    assert main(["train", CONFIG, "--output-dir", str(out), "reward.options={target: three}"]) == 2
+    assert "target" in capsys.readouterr().err
+    assert not out.exists()

@@ -81,8 +81,10 @@ def check_recorded_config(directory: Path, config_dict: dict) -> None:
     check_same_run(recorded, config_dict, Path(directory))
 
 
-def prepare_output_dir(directory: Path, config_dict: dict, overwrite: bool, is_main: bool) -> None:
-    """Check DIR against the new config, then (main process) write ``config.yaml``.
+def prepare_output_dir(directory: Path, config_dict: dict, overwrite: bool, is_main: bool, before_writing=None):
+    """Check DIR against the new config, call ``before_writing`` (the CLI builds the trainer there, so
+    a model or reward that fails to load writes nothing), then (main process) write ``config.yaml``.
+    Returns what ``before_writing`` returned.
 
     Called with the config already validated and, on the main process, the run lock held: so
     ``--overwrite`` deletes nothing for a bad config, nothing during another run, and (see
@@ -104,8 +106,9 @@ def prepare_output_dir(directory: Path, config_dict: dict, overwrite: bool, is_m
             raise DiffalignError(f"output directory {directory} is not empty and holds no diffalign run (no {CONFIG_FILE}); "
                                  "use another --output-dir")
         check_recorded_config(directory, config_dict)
+    result = before_writing() if before_writing is not None else None
     if not is_main:
-        return
+        return result
     if used and overwrite:
         remove_run(directory)
     try:
@@ -114,6 +117,7 @@ def prepare_output_dir(directory: Path, config_dict: dict, overwrite: bool, is_m
         atomic_write_bytes(recorded_path, yaml.safe_dump(config_dict, sort_keys=False).encode())
     except OSError as err:
         raise DiffalignError(f"cannot write to output directory {directory}: {err.strerror}") from None
+    return result
 
 
 def run_train(args) -> None:
@@ -139,12 +143,11 @@ def run_train(args) -> None:
             raise DiffalignError(f"output directory {directory} is a file")
         lock = RunLock(directory).acquire()
     try:
-        prepare_output_dir(directory, to_dict(config), args.overwrite, state.is_main_process)
-        state.wait_for_everyone()
-
         from . import get_trainer
 
-        trainer = get_trainer(config.method)(config, directory)
+        trainer = prepare_output_dir(directory, to_dict(config), args.overwrite, state.is_main_process,
+                                     before_writing=lambda: get_trainer(config.method)(config, directory))
+        state.wait_for_everyone()
         metrics = trainer.train()
     finally:
         if lock is not None:

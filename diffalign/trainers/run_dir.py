@@ -118,6 +118,7 @@ class RunLock:
             return {}  # unreadable or half-written: nobody can be shown to hold it
 
     def acquire(self) -> "RunLock":
+        self.created = not self.directory.exists()  # removed again at release if the run wrote nothing
         self.directory.mkdir(parents=True, exist_ok=True)
         me = {"pid": os.getpid(), "host": socket.gethostname()}
         for _ in range(20):
@@ -149,6 +150,11 @@ class RunLock:
     def release(self) -> None:
         if self.held and self._holder() == {"pid": os.getpid(), "host": socket.gethostname()}:
             self.path.unlink(missing_ok=True)
+            if getattr(self, "created", False):
+                try:
+                    self.directory.rmdir()  # only if empty: a run that failed before writing leaves no trace
+                except OSError:
+                    pass
         self.held = False
 
     def __enter__(self):
