@@ -24,9 +24,10 @@ from ..errors import DiffalignError
 
 CONFIG_FILE = "config.yaml"
 LOCK_FILE = ".lock"
-RUN_ENTRIES = {CONFIG_FILE, "checkpoints", "final", "logs", LOCK_FILE}
+# eval.jsonl: the per-evaluation log of prompt-set runs (design.md, section 3b)
+RUN_ENTRIES = {CONFIG_FILE, "checkpoints", "final", "logs", "eval.jsonl", LOCK_FILE}
 # temporaries of atomic writes a killed run can leave: .config.yaml.XXXX, .final.XXXX, .final.old-PID
-_TEMPORARY = re.compile(r"^\.(config\.yaml|final)\..+$")
+_TEMPORARY = re.compile(r"^\.(config\.yaml|final|eval\.jsonl)\..+$")
 
 
 def foreign_entries(directory: Path) -> list[str]:
