@@ -22,6 +22,7 @@ from .cli_validation import (
     REWARD_OPTIONS,
     SAMPLER_OPTIONS,
     check_sample_args,
+    check_seed,
     check_serve_args,
     check_writable_dir,
     check_writable_file,
@@ -91,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--nfe", type=_nfe, default=None,
                         help="budget of model evaluations (20000, 20_000 or 2e4); none: what the sampler needs")
     sample.add_argument("--num-samples", type=int, default=16, help="samples to draw")
-    sample.add_argument("--steps", type=int, default=50, help="denoising steps per rollout")
+    sample.add_argument("--steps", type=int, default=None, help="denoising steps per rollout (default: the model's own, 2 for digits-fast, else 50)")
     sample.add_argument("--seed", type=int, default=0, help="random seed")
     sample.add_argument("--cond", type=int, default=None, help="class label (embedded digits models)")
     sample.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (needs --cond)")
@@ -113,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--rlg-weight", type=float, default=None,
                         help=f"RLG weight w with --rlg-lora: 0 base, 1 tuned, > 1 extrapolates (default {DEFAULT_RLG_WEIGHT:g})")
 
-    train = commands.add_parser("train", help="fine-tune (flow_dpo, rwr, grpo) or fit a noisy reward model (noisy_reward) from a YAML preset")
+    train_help = ("fine-tune (flow_dpo, rwr, grpo), fit a noisy reward model (noisy_reward) or a noise hypernetwork "
+                  "(hypernoise) from a YAML preset")
+    train = commands.add_parser("train", help=train_help, description=train_help)
     train.add_argument("config", help="YAML preset, e.g. configs/grpo_digits.yaml (with --show-config: a method name)")
     train.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides")
     train.add_argument("--output-dir", help="run directory: checkpoints, logs, final/ (rerun to resume)")
@@ -173,8 +176,12 @@ def run_sample(args) -> None:
     else:
         model = da.load_model(args.model, lora=args.lora, device=device)
         _set_attention(model, args.attention)
+        if args.steps is None:
+            args.steps = getattr(model, "default_steps", 50)
         if args.cfg != 1.0:
             model = da.CFGDenoiser(model, args.cfg, null_cond=args.negative_prompt)
+    if args.steps is None:  # the RLG branch above
+        args.steps = getattr(tuned, "default_steps", 50)
     if state is not None:
         from .cli_prompts import sample_prompts
 
@@ -254,6 +261,7 @@ def _option_text(key: str, default) -> str:
 
 
 def run_demo(args) -> None:
+    check_seed(args.seed)
     out_dir = check_writable_dir(Path(args.out))
     from .demo import run_demo as demo
 
@@ -297,8 +305,39 @@ COMMANDS = {"demo": run_demo, "sample": run_sample, "train": run_train, "list": 
             "serve-reward": run_serve_reward}
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the program is, so it unwinds like Ctrl-C: ``finally`` blocks
+    release the run lock, atomic writes drop their temporaries, and the exit is one line."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum, _frame):
+    raise _Terminated(signum)
+
+
+def _catch_termination() -> dict:
+    """Route SIGTERM and SIGHUP to :class:`_Terminated` (main thread only); returns the old handlers."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    old = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            number = getattr(signal, name)
+            old[number] = signal.signal(number, _raise_terminated)
+    return old
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    import signal
+
     debug = os.environ.get("DIFFALIGN_DEBUG") == "1"
+    previous = _catch_termination()
     try:
         args = parse_args(build_parser(), argv)
         COMMANDS[args.command](args)
@@ -306,6 +345,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except DiffalignError as err:
         print(f"diffalign: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except _Terminated as err:
+        print(f"diffalign: interrupted ({signal.Signals(err.signum).name})", file=sys.stderr)
+        return 128 + err.signum
     except KeyboardInterrupt:
         print("diffalign: interrupted", file=sys.stderr)
         return 130
@@ -316,6 +358,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"diffalign: error: {type(err).__name__}: {message} (set DIFFALIGN_DEBUG=1 for a traceback)",
               file=sys.stderr)
         return EXIT_FAILURE
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import json
 import warnings
 from pathlib import Path
 
+from .atomic import atomic_write_bytes
 from .errors import SamplingWarning
 
 
@@ -49,7 +50,8 @@ def sample_prompts(args, state, sampler, model, reward, out_path: Path) -> None:
                 })
     results = out_path.with_suffix(".jsonl")
     part = results.with_name(f"{results.name}.part{state.process_index}")
-    part.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    # atomic: a pre-planted symlink at the target is replaced, never written through (issue 22)
+    atomic_write_bytes(part, "".join(json.dumps(line) + "\n" for line in lines).encode())
     state.wait_for_everyone()
     if not state.is_main_process:
         return
@@ -59,6 +61,6 @@ def sample_prompts(args, state, sampler, model, reward, out_path: Path) -> None:
         merged += [json.loads(text) for text in piece.read_text().splitlines() if text.strip()]
         piece.unlink()
     merged.sort(key=lambda line: line["index"])
-    results.write_text("".join(json.dumps(line) + "\n" for line in merged))
+    atomic_write_bytes(results, "".join(json.dumps(line) + "\n" for line in merged).encode())
     print(f"wrote {len(merged)} grids {out_path.stem}-NNN{out_path.suffix} and {results} "
           f"({sum(line['nfe'] for line in merged)} NFE, {state.num_processes} process(es); --nfe is per prompt)")

@@ -8,6 +8,7 @@ imports torch.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -84,14 +85,14 @@ def parse_count(text: str) -> int:
 
 def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
     """KEY=VALUE pairs; values are parsed as YAML scalars (numbers, booleans, null, strings)."""
-    import yaml  # light (tens of ms); keeps `diffalign --help` free of it
+    from .safe_yaml import load  # yaml is light (tens of ms); keeps `diffalign --help` free of it
 
     options = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise DiffalignError(f"option {pair!r} is not KEY=VALUE")
-        options[key.replace("-", "_")] = yaml.safe_load(value)
+        options[key.replace("-", "_")] = load(value, f"option {pair!r}")
     return options
 
 
@@ -200,6 +201,9 @@ def check_sample_args(args) -> tuple[dict, dict]:
     elif args.sampler in SAMPLERS_NEEDING_REWARD:
         raise DiffalignError(f"sampler {args.sampler!r} needs --reward (see 'diffalign list')")
     check_prompt_args(args)
+    check_seed(args.seed)
+    if not math.isfinite(args.cfg):  # failed only after the model had loaded (and wrote NaN images)
+        raise DiffalignError(f"--cfg must be a finite number, got {args.cfg!r}")
     if args.cfg != 1.0 and args.cond is None and not args.prompt_list:
         # CFG steers toward a condition; without one it would silently sample unconditionally
         raise DiffalignError(f"--cfg {args.cfg:g} needs --cond (the class to guide toward) or --prompt/--prompts; "
@@ -209,6 +213,12 @@ def check_sample_args(args) -> tuple[dict, dict]:
     check_model(args.model)
     check_rlg_args(args)
     return sampler_options, reward_options
+
+
+def check_seed(seed: int) -> None:
+    """Seeds feed torch's and numpy's generators, which take integers in [0, 2^64)."""
+    if not 0 <= seed < 2**64:
+        raise DiffalignError(f"--seed must be an integer in [0, 2^64), got {seed}")
 
 
 def check_prompt_args(args) -> None:
@@ -250,6 +260,22 @@ def check_rlg_args(args) -> None:
     if not (weight == weight and abs(weight) != float("inf") and weight >= 0):
         raise DiffalignError(f"--rlg-weight must be a finite number >= 0 (0 base, 1 tuned, > 1 extrapolates), got {weight:g}")
     args.rlg_weight = weight
+
+
+def check_train_config(model_name: str, reward_name: str, reward_options: dict, cond=None) -> None:
+    """A training config's model and reward, checked without torch, so a typo such as
+    ``reward.name=digt`` fails at once, before the run directory is touched (it used to fail after
+    torch loaded, 20-30 s in, leaving config.yaml behind)."""
+    if reward_name not in REWARD_OPTIONS:
+        raise choice_error("reward (config key 'reward.name')", reward_name, list(REWARD_OPTIONS))
+    if not isinstance(reward_options, dict):
+        raise DiffalignError(f"config key 'reward.options' must be a mapping, got {reward_options!r}")
+    check_options("reward", reward_name, reward_options, REWARD_OPTIONS[reward_name],
+                  REWARDS_REQUIRED_OPTIONS.get(reward_name, ()))
+    check_model(model_name)
+    if model_name in MODELS and cond is not None and (isinstance(cond, bool) or not isinstance(cond, int) or not 0 <= cond <= 9):
+        raise DiffalignError(f"config key 'model.cond': {model_name} is conditioned on class labels 0..9 (or null), "
+                             f"not {cond!r}")
 
 
 def is_weighted_reward(text: str) -> bool:

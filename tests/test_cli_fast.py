@@ -70,7 +70,7 @@ def test_sample_help_shows_every_default(capsys):
         main(["sample", "--help"])
     out = capsys.readouterr().out
     for text in ("(default: samples.png)", "(default: ancestral)", "(default: digits)", "(default: 16)",
-                 "(default: 50)", "(default: 1.0)", "best-of-n, dts, dts-star, hypernoise, reno, sir, smc"):
+                 "(default: the model's own, 2 for digits-fast, else 50)", "(default: 1.0)", "best-of-n, dts, dts-star, hypernoise, reno, sir, smc"):
         assert text in " ".join(out.split()), text
 
 

@@ -43,7 +43,10 @@ class ClassEmbeddingCondition(nn.Module):
         if isinstance(cond, str) or (isinstance(cond, (list, tuple)) and cond and all(isinstance(c, str) for c in cond)):
             cond = [self._label_of_prompt(c) for c in ([cond] if isinstance(cond, str) else cond)]
             cond = cond[0] if len(cond) == 1 else cond
-        labels = torch.as_tensor(cond)
+        try:
+            labels = torch.as_tensor(cond)
+        except (TypeError, ValueError, RuntimeError):
+            raise DiffalignError(f"class conditioning must be an int or a 1-D LongTensor of labels, got {cond!r}") from None
         if labels.is_floating_point() or labels.dtype == torch.bool or labels.ndim > 1:
             raise DiffalignError(f"class conditioning must be an int or a 1-D LongTensor of labels, got {cond!r}")
         if labels.ndim == 0:

@@ -33,6 +33,15 @@ class Denoiser(nn.Module):
         self.prediction = check_prediction_kind(prediction)
         self.shape = tuple(int(s) for s in shape)
 
+    def __repr__(self) -> str:
+        """One line (nn.Module's repr printed every layer of the network: 18 kB for digits-flow)."""
+        network = getattr(self, "network", None)
+        parts = [f"prediction={self.prediction!r}", f"shape={self.shape}", f"schedule={self.schedule!r}"]
+        if isinstance(network, nn.Module):
+            count = sum(p.numel() for p in network.parameters())
+            parts.append(f"network={type(network).__name__} ({count:,} parameters)")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
     # -- to implement ------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Condition = None) -> torch.Tensor:
         """Raw network output for a batch x (B, *shape) at times t (B,) with encoded conditioning."""

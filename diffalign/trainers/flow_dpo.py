@@ -23,7 +23,7 @@ from ..models.conditioning import index_condition
 from ..samplers.rollout import resolve_kernel
 from .base import Trainer, seeded_generator
 from .flow_dpo_config import FlowDPOConfig
-from .losses import dpo_loss, timestep_beta
+from .losses import dpo_loss, preference_pairs, timestep_beta
 from .regression import generate, prediction_error, score, training_times
 
 
@@ -64,7 +64,7 @@ class FlowDPOTrainer(Trainer):
         rows = self.rollout_rows(step, index, c.pairs_per_micro_batch, c.group_size)
         samples = generate(self.policy(self.model), self.kernel, c.sample_steps, rows.cond, n, generator)
         rewards = score(self.reward, self.model, samples, rows.prompts, rows.metadata).view(c.pairs_per_micro_batch, c.group_size)
-        best, worst = rewards.argmax(1), rewards.argmin(1)
+        best, worst, _ = preference_pairs(rewards)  # finite rewards only; a group without a pair pairs a sample with itself (zero gradient)
         starts = torch.arange(c.pairs_per_micro_batch) * c.group_size
         stats = {"reward": rewards.mean().item(), "reward_gap": (rewards.max(1).values - rewards.min(1).values).mean().item()}
         pair_cond = None
@@ -107,7 +107,7 @@ class FlowDPOTrainer(Trainer):
         policy = prediction_error(self.model, x0, noise, t, cond)
         with torch.no_grad(), self.reference_policy() as reference:
             ref = prediction_error(reference, x0, noise, t, cond)
-        beta = c.beta if c.beta_schedule == "constant" else timestep_beta(c.beta, batch["t"]).to(policy.device)
+        beta = c.beta if c.beta_schedule == "constant" else timestep_beta(c.beta, batch["t"], self.model.prediction, self.model.schedule).to(policy.device)
         out = dpo_loss(policy[:n], policy[n:], ref[:n], ref[n:], beta)
         metrics = {
             "loss": out.loss.mean().item(),

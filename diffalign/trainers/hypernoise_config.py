@@ -16,7 +16,7 @@ class HyperNoiseConfig(TrainerConfig):
     layers: int = option(2, "MLP form: hidden layers")
     generator_steps: int = option(2, "Euler steps of the frozen few-step generator g")
     noises_per_micro_batch: int = option(64, "initial noises z per micro-batch")
-    reward_weight: float = option(1.0, "weight of the reward against the noise KL: loss = ||f||^2/2 - reward_weight * r")
+    reward_weight: float = option(1.0, "weight of the reward against the noise KL: loss = ||f||^2/2 - reward_weight * r; the reference's lambda * mean(f^2) - r is reward_weight = d / (2 lambda), d = elements of z")
     exact_logdet: bool = option(False, "add the exact KL terms Tr J - log det(I + J) (d extra backward passes per step)")
 
     def validate(self) -> None:
