@@ -160,3 +160,16 @@ def test_class_label_model_takes_label_prompts():
     assert out.samples.shape[0] == 4 and out.prompts == ["3", "3", "7", "7"]
     with pytest.raises(DiffalignError, match="class labels 0..9, not on text.*'a cat'"):
         da.sample(model, sampler="ancestral", prompts=["a cat"], steps=4)
+
+
+def test_best_of_n_never_picks_a_broken_reward_and_all_broken_warns(oracle):
+    def broken(x, prompts):
+        values = x[:, 0].clone()
+        values[::2] = float("inf")  # +inf is a broken reward, not an infinitely good one
+        return values
+
+    out = da.sample(oracle, broken, sampler="best-of-n", prompts=["left"], num_samples=2, n=4, steps=3, seed=0)
+    assert torch.isfinite(out.rewards).all()
+    with pytest.warns(da.SamplingWarning, match="every returned sample's reward is NaN or infinite"):
+        da.sample(oracle, lambda x: torch.full((len(x),), float("nan")), sampler="dts-star", cond="left", nfe=60,
+                  steps=3, branch_every=1)

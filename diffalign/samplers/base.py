@@ -156,6 +156,9 @@ class Sampler:
         if self.pools_samples:
             out.info["distinct"] = count_distinct(out.samples)
             self._warn_if_few_distinct(out, num_samples)
+        if out.rewards is not None and out.rewards.numel() and not torch.isfinite(out.rewards).any():
+            warnings.warn(f"{self.name}: every returned sample's reward is NaN or infinite; the reward is broken on "
+                          "these samples (check it on a few images)", SamplingWarning, stacklevel=2)
         budget = None if nfe is None else nfe * (1 if out.prompts is None else out.info["prompts"])
         if budget is not None and out.nfe < MIN_BUDGET_FRACTION * budget:
             warnings.warn(

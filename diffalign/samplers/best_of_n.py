@@ -19,8 +19,8 @@ class BestOfNSampler(Sampler):
     """Best-of-N (rejection by argmax), the standard search baseline.
 
     With budget ``nfe``, each of the ``num_samples`` outputs gets N = nfe // (num_samples * steps *
-    passes) candidate rollouts (or ``n`` if given, which must fit the budget). NaN rewards count as
-    -inf, so a broken candidate is never chosen over a valid one.
+    passes) candidate rollouts (or ``n`` if given, which must fit the budget). NaN and +inf rewards count
+    as -inf, so a broken candidate is never chosen over a valid one.
     """
 
     name = "best-of-n"
@@ -82,6 +82,7 @@ class BestOfNSampler(Sampler):
 
 
 def _best_rows(scores: torch.Tensor, n: int) -> torch.Tensor:
-    """Row of the best of each consecutive run of ``n`` candidates; NaN never wins over a valid score."""
-    ranked = torch.nan_to_num(scores, nan=-float("inf")).view(-1, n)
+    """Row of the best of each consecutive run of ``n`` candidates; NaN and +inf (broken rewards, as in SIR,
+    SMC and DTS) never win over a valid score."""
+    ranked = torch.nan_to_num(scores, nan=-float("inf"), posinf=-float("inf")).view(-1, n)
     return ranked.argmax(dim=1) + torch.arange(ranked.shape[0], device=ranked.device) * n

@@ -23,7 +23,7 @@ from ..models.conditioning import index_condition
 from ..samplers.rollout import resolve_kernel
 from .base import Trainer, seeded_generator
 from .flow_dpo_config import FlowDPOConfig
-from .losses import dpo_loss, preference_pairs, timestep_beta
+from .losses import dpo_loss, finite_mean_std, preference_pairs, timestep_beta
 from .regression import generate, prediction_error, score, training_times
 
 
@@ -66,7 +66,9 @@ class FlowDPOTrainer(Trainer):
         rewards = score(self.reward, self.model, samples, rows.prompts, rows.metadata).view(c.pairs_per_micro_batch, c.group_size)
         best, worst, _ = preference_pairs(rewards)  # finite rewards only; a group without a pair pairs a sample with itself (zero gradient)
         starts = torch.arange(c.pairs_per_micro_batch) * c.group_size
-        stats = {"reward": rewards.mean().item(), "reward_gap": (rewards.max(1).values - rewards.min(1).values).mean().item()}
+        finite = torch.where(torch.isfinite(rewards), rewards, torch.nan)
+        gaps = (finite.nan_to_num(-float("inf")).max(1).values - finite.nan_to_num(float("inf")).min(1).values)
+        stats = {"reward": finite_mean_std(rewards)[0], "reward_gap": finite_mean_std(gaps)[0]}
         pair_cond = None
         if self.train_prompts is not None and rows.cond is not None:
             pair_cond = index_condition(rows.cond, starts.to(next(iter(rows.cond.values())).device))

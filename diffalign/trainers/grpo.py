@@ -29,7 +29,7 @@ from ..kernels import DDIM, FlowSDE
 from ..samplers.rollout import resolve_kernel
 from .base import Trainer
 from .grpo_config import GRPOConfig
-from .losses import gaussian_kl, group_advantages, ppo_clip_loss
+from .losses import finite_mean_std, gaussian_kl, group_advantages, ppo_clip_loss
 from .trajectories import sample_trajectories, transition
 
 
@@ -80,8 +80,9 @@ class GRPOTrainer(Trainer):
         rewards = batch.pop("rewards")
         rewards = rewards.result() if hasattr(rewards, "result") else rewards
         rewards = rewards.reshape(-1).float()
+        mean, std = finite_mean_std(rewards)
         batch.update(advantages=group_advantages(rewards, c.group_size, c.advantage_eps).to(batch["trajectories"].states.device),
-                     reward=rewards.mean().item(), reward_std=rewards.std().item())
+                     reward=mean, reward_std=std)
         return batch
 
     def compute_loss(self, batch, update):

@@ -244,3 +244,12 @@ def preference_loss(score_a: torch.Tensor, score_b: torch.Tensor, tie: torch.Ten
         return win
     tied = win - F.logsigmoid(-diff - log_theta) - math.log(theta * theta - 1.0)
     return torch.where(tie.to(torch.bool), tied, win)
+
+
+def finite_mean_std(rewards: torch.Tensor) -> tuple[float, float]:
+    """(mean, std) of the finite rewards, for logging: a dropped NaN reward must not turn the logged
+    reward into NaN (NaN when no reward is finite)."""
+    finite = rewards[torch.isfinite(rewards)].double()
+    if finite.numel() == 0:
+        return float("nan"), float("nan")
+    return finite.mean().item(), (finite.std().item() if finite.numel() > 1 else 0.0)

@@ -16,7 +16,7 @@ from ..models.conditioning import index_condition
 
 from ..samplers.rollout import resolve_kernel
 from .base import Trainer
-from .losses import rwr_weights, weighted_regression_loss
+from .losses import finite_mean_std, rwr_weights, weighted_regression_loss
 from .regression import generate, prediction_error, score, training_times
 from .rwr_config import RWRConfig
 
@@ -44,7 +44,7 @@ class RWRTrainer(Trainer):
             "noise": torch.randn((m, *self.model.shape), generator=generator).to(samples),
             "t": training_times(m, generator),
             "cond": index_condition(rows.cond, torch.arange(n).repeat_interleave(c.noise_draws)) if rows.cond else None,
-            "reward": rewards.mean().item(),
+            "reward": finite_mean_std(rewards)[0],
         }
 
     def compute_loss(self, batch, update):
