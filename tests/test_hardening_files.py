@@ -92,11 +92,12 @@ def test_prompt_results_replace_a_planted_symlink_instead_of_writing_through_it(
     for name in ("grid.jsonl", "grid.jsonl.part0"):
         (tmp_path / name).symlink_to(victim)
 
-    class Sampler:
-        def sample(self, model, reward, **kwargs):
-            return SampleOutput(torch.rand(2, 1, 8, 8), None, nfe=0, info={"seconds": 0.0})
+    class Sampler:  # one prompt-set call: 2 prompts x 2 samples
+        def sample(self, model, reward, prompts, **kwargs):
+            return SampleOutput(torch.rand(2 * len(prompts), 1, 8, 8), None, nfe=0,
+                                info={"seconds": 0.0, "nfe_per_prompt": [0] * len(prompts)})
 
-    args = SimpleNamespace(prompt_list=["a", "b"], num_samples=2, nfe=None, steps=2, seed=0)
+    args = SimpleNamespace(prompt_list=["a", "b"], prompt_metadata=None, num_samples=2, nfe=None, steps=2, seed=0)
     model = SimpleNamespace(decode=lambda x: x)
     sample_prompts(args, PartialState(cpu=True), Sampler(), model, None, out)
     assert victim.read_text() == "untouched"
