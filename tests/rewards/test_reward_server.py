@@ -32,7 +32,9 @@ DELAY = 0.5  # seconds the sleepy reward sleeps per call (passed to the server a
 
 
 def _start(*args):
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", SLEEPY_REWARD_DELAY=str(DELAY),
+    # the server scores with as many torch threads as this process: a CPU convolution's result depends on
+    # the thread count in its last bits, and the tests compare scores bit for bit
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()), HF_HUB_OFFLINE="1", SLEEPY_REWARD_DELAY=str(DELAY),
                PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests" / "rewards")]))
     env.pop("DIFFALIGN_REWARD_TOKEN", None)
     proc = subprocess.Popen([sys.executable, "-m", "diffalign", "serve-reward", *args, "--port", "0", "--device", "cpu"],
