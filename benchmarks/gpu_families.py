@@ -100,6 +100,9 @@ def methods(rows: int, steps: int, branch_every: int):
         ("best-of-n (n=4)", "best-of-n", {"batch_size": rows, "n": 4}, rows // 4 or 1, (rows // 4 or 1) * 4 * rollout),
         ("sir (4 rollouts/sample)", "sir", {"batch_size": rows}, rows // 4 or 1, rows * rollout),
         ("dts", "dts", {"leaves_per_iteration": rows, "branch_every": branch_every}, rows // 4 or 1, rows * rollout),
+        # a forest: 4 narrow trees (rows / 4 in flight each) whose rows share every network call
+        ("dts-star forest (4 trees)", "dts-star", {"leaves_per_iteration": max(1, rows // 4), "trees_per_prompt": 4,
+                                                   "branch_every": branch_every, "max_rows": 2 * rows}, 1, rows * rollout),
     ]
 
 

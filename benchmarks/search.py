@@ -100,21 +100,35 @@ def main() -> None:
                        wall_time_advantage=f"{time_factor:.1f}" if reach else "none")
 
 
+def _short_count(x: float) -> str:
+    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if x >= size:
+            return f"{x / size:g}{suffix}"
+    return f"{x:g}"
+
+
 def _plot(budgets, curves, path):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(5, 4))
     for name, values in curves.items():
         ax.plot(budgets, values, marker="o", label=name)
     ax.set_xscale("log")
+    # one label per budget, written 2k / 20k: a log axis spanning about a decade labels its minor ticks
+    # too (2x10^3, 3x10^3, ...), and those ran into each other
+    ax.set_xticks(budgets)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: _short_count(x)))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("NFE")
     ax.set_ylabel("best reward found")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    return fig
 
 
 if __name__ == "__main__":

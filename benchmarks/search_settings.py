@@ -33,9 +33,7 @@ from diffalign.datasets import load_digits_split  # noqa: E402
 
 def run(model, reward, rows: int, fast_forward: bool, nfe: int, seed: int) -> tuple[float, float]:
     """(best reward, seconds) of one DTS* search."""
-    sampler = da.samplers.get("dts-star", leaves_per_iteration=rows, progress=False)
-    if not fast_forward:
-        sampler.repeat_dead_end = lambda *args: 0  # select one at a time, as before the fast-forward
+    sampler = da.samplers.get("dts-star", leaves_per_iteration=rows, fast_forward=fast_forward, progress=False)
     start = time.perf_counter()
     out = sampler.sample(model, reward, num_samples=1, nfe=nfe, steps=STEPS, seed=seed)
     return out.rewards[0].item(), time.perf_counter() - start

@@ -29,7 +29,7 @@ def atomic_directory(target):
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~current_umask())
+        _follow_umask(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -40,6 +40,20 @@ def atomic_directory(target):
     os.replace(tmp, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _follow_umask(root: Path) -> None:
+    """Give ``root`` and everything in it the modes a plain mkdir/open would: tempfile makes the
+    directory 0700 and safetensors writes its files 0600, whatever the umask says."""
+    mask = current_umask()
+    os.chmod(root, 0o777 & ~mask)
+    for parent, dirs, files in os.walk(root):
+        for name in dirs:
+            os.chmod(os.path.join(parent, name), 0o777 & ~mask)
+        for name in files:
+            path = os.path.join(parent, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o666 & ~mask)
 
 
 def atomic_write_bytes(path, data: bytes) -> None:

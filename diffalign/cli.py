@@ -1,4 +1,4 @@
-"""`diffalign` command line: demo, sample, train, list.
+"""`diffalign` command line: demo, sample, train, list, serve-reward.
 
 Every bad input ends with one line on stderr and a non-zero exit (2 for bad input, 1 for anything
 unexpected); set DIFFALIGN_DEBUG=1 to see the traceback instead. Input is checked by
@@ -22,12 +22,15 @@ from .cli_validation import (
     REWARD_OPTIONS,
     SAMPLER_OPTIONS,
     check_sample_args,
+    check_seed,
+    check_serve_args,
     check_writable_dir,
     check_writable_file,
     parse_count,
     parse_options,  # noqa: F401  (kept importable from here)
 )
 from .errors import DiffalignError, SamplingWarning
+from .user_rewards import is_user_reward
 from .version import __version__
 
 EXIT_BAD_INPUT = 2
@@ -79,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--sampler", default="ancestral",
                         help=f"one of {', '.join(SAMPLER_OPTIONS)} ('diffalign list' shows their options)")
     sample.add_argument("--reward", default=None,
-                        help=f"one of {', '.join(REWARD_OPTIONS)}; or weights of several, e.g. "
+                        help=f"one of {', '.join(REWARD_OPTIONS)}; your own as FILE.py:NAME; or weights of several, e.g. "
                              "digit=1.0,compressibility=0.1 (a weighted-sum; options go to the rewards that take them)")
     sample.add_argument("--target", type=int, default=None, help="target class for the 'digit' reward")
     sample.add_argument("--reward-option", action="append", default=[], metavar="KEY=VALUE",
@@ -89,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--nfe", type=_nfe, default=None,
                         help="budget of model evaluations (20000, 20_000 or 2e4); none: what the sampler needs")
     sample.add_argument("--num-samples", type=int, default=16, help="samples to draw")
-    sample.add_argument("--steps", type=int, default=50, help="denoising steps per rollout")
+    sample.add_argument("--steps", type=int, default=None, help="denoising steps per rollout (default: the model's own, 2 for digits-fast, else 50)")
     sample.add_argument("--seed", type=int, default=0, help="random seed")
     sample.add_argument("--cond", type=int, default=None, help="class label (embedded digits models)")
     sample.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (needs --cond)")
@@ -97,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="PNG grid to write (with --prompts: OUT-000.png, ... and OUT.jsonl, one line per prompt)")
     sample.add_argument("--prompt", default=None, help="text prompt (a pipeline directory with a text encoder)")
     sample.add_argument("--prompts", default=None, metavar="FILE",
-                        help="text file, one prompt a line: one grid and one JSON line (rewards, NFE) per prompt; "
+                        help="prompt file: .txt (one prompt a line) or .jsonl ({\"prompt\": ..., other fields = metadata "
+                             "for the reward}); one grid and one JSON line (rewards, NFE) per prompt; --nfe is per prompt; "
                              "under 'accelerate launch' the prompts are split across processes")
     sample.add_argument("--negative-prompt", default=None, help="negative prompt for classifier-free guidance (--cfg)")
     sample.add_argument("--attention", default=None, metavar="BACKEND",
@@ -110,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--rlg-weight", type=float, default=None,
                         help=f"RLG weight w with --rlg-lora: 0 base, 1 tuned, > 1 extrapolates (default {DEFAULT_RLG_WEIGHT:g})")
 
-    train = commands.add_parser("train", help="fine-tune (flow_dpo, rwr, grpo) or fit a noisy reward model (noisy_reward) from a YAML preset")
+    train_help = ("fine-tune (flow_dpo, rwr, grpo), fit a noisy reward model (noisy_reward) or a noise hypernetwork "
+                  "(hypernoise) from a YAML preset")
+    train = commands.add_parser("train", help=train_help, description=train_help)
     train.add_argument("config", help="YAML preset, e.g. configs/grpo_digits.yaml (with --show-config: a method name)")
     train.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides")
     train.add_argument("--output-dir", help="run directory: checkpoints, logs, final/ (rerun to resume)")
@@ -120,6 +126,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--show-config", action="store_true", help="print the method's config keys, defaults and help")
 
     commands.add_parser("list", help="list models, samplers (with options), rewards and kernels")
+
+    serve = commands.add_parser("serve-reward", help="serve a registered reward over HTTP, for "
+                                                     "da.rewards.get('remote', url=...) (docs/rewards.md)")
+    serve.add_argument("reward", help=f"a registered reward: {', '.join(REWARD_OPTIONS)}")
+    serve.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                       help="reward option, repeatable (e.g. --option target=3, --option path=DIR)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (non-loopback needs --token)")
+    serve.add_argument("--port", type=int, default=8123, help="port (0: any free port, printed at start)")
+    serve.add_argument("--token", default=None,  # read from the environment later: --help must not print it
+                       help="require 'Authorization: Bearer TOKEN' (default: $DIFFALIGN_REWARD_TOKEN, which keeps "
+                            "it out of the process list)")
+    serve.add_argument("--max-batch", type=int, default=256, help="most images per request")
+    serve.add_argument("--max-mb", type=float, default=1024.0, help="largest request body in MiB")
+    serve.add_argument("--device", default=None, help="device for the reward (default: cuda when available)")
+    serve.add_argument("--force", action="store_true", help="serve on a non-loopback address without a token")
+    serve.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                       help="import MODULE first (it registers more rewards), repeatable")
     return parser
 
 
@@ -153,8 +176,12 @@ def run_sample(args) -> None:
     else:
         model = da.load_model(args.model, lora=args.lora, device=device)
         _set_attention(model, args.attention)
+        if args.steps is None:
+            args.steps = getattr(model, "default_steps", 50)
         if args.cfg != 1.0:
             model = da.CFGDenoiser(model, args.cfg, null_cond=args.negative_prompt)
+    if args.steps is None:  # the RLG branch above
+        args.steps = getattr(tuned, "default_steps", 50)
     if state is not None:
         from .cli_prompts import sample_prompts
 
@@ -163,7 +190,8 @@ def run_sample(args) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SamplingWarning)
         out = sampler.sample(model, reward, num_samples=args.num_samples, nfe=args.nfe, steps=args.steps,
-                             seed=args.seed, cond=args.prompt_list[0] if args.prompt_list else args.cond)
+                             seed=args.seed, cond=None if args.prompt_list else args.cond,
+                             prompts=args.prompt_list or None)
     _report_warnings(caught)
     da.save_grid(model.decode(out.samples), out_path)
     mean = f"{out.rewards.float().mean().item():.4f}" if out.rewards is not None else "n/a"
@@ -195,6 +223,10 @@ def build_reward(args, reward_options: dict):
 
     if args.reward is None:
         return None
+    if is_user_reward(args.reward):
+        from .user_rewards import load_user_reward
+
+        return load_user_reward(args.reward, reward_options)
     if args.reward_terms is None:
         return da.rewards.get(args.reward, **reward_options)
     parts = [da.rewards.get(name, **options) for name, _, options in args.reward_terms]
@@ -229,6 +261,7 @@ def _option_text(key: str, default) -> str:
 
 
 def run_demo(args) -> None:
+    check_seed(args.seed)
     out_dir = check_writable_dir(Path(args.out))
     from .demo import run_demo as demo
 
@@ -244,11 +277,67 @@ def run_train(args) -> None:
     train(args)
 
 
-COMMANDS = {"demo": run_demo, "sample": run_sample, "train": run_train, "list": run_list}
+def run_serve_reward(args) -> None:
+    args.token = args.token or os.environ.get("DIFFALIGN_REWARD_TOKEN") or None
+    options = check_serve_args(args)
+    import importlib
+
+    for module in args.imports:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise DiffalignError(f"--import {module}: {err}") from None
+    import torch
+
+    import diffalign as da
+    from diffalign.rewards.server import serve
+
+    try:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError:
+        raise DiffalignError(f"--device {args.device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    reward = da.rewards.get(args.reward, **options).to(device)
+    serve(reward, host=args.host, port=args.port, token=args.token, max_batch=args.max_batch,
+          max_bytes=int(args.max_mb * (1 << 20)), force=args.force)
+
+
+COMMANDS = {"demo": run_demo, "sample": run_sample, "train": run_train, "list": run_list,
+            "serve-reward": run_serve_reward}
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the program is, so it unwinds like Ctrl-C: ``finally`` blocks
+    release the run lock, atomic writes drop their temporaries, and the exit is one line."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum, _frame):
+    raise _Terminated(signum)
+
+
+def _catch_termination() -> dict:
+    """Route SIGTERM and SIGHUP to :class:`_Terminated` (main thread only); returns the old handlers."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    old = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            number = getattr(signal, name)
+            old[number] = signal.signal(number, _raise_terminated)
+    return old
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    import signal
+
     debug = os.environ.get("DIFFALIGN_DEBUG") == "1"
+    previous = _catch_termination()
     try:
         args = parse_args(build_parser(), argv)
         COMMANDS[args.command](args)
@@ -256,6 +345,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except DiffalignError as err:
         print(f"diffalign: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except _Terminated as err:
+        print(f"diffalign: interrupted ({signal.Signals(err.signum).name})", file=sys.stderr)
+        return 128 + err.signum
     except KeyboardInterrupt:
         print("diffalign: interrupted", file=sys.stderr)
         return 130
@@ -266,6 +358,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"diffalign: error: {type(err).__name__}: {message} (set DIFFALIGN_DEBUG=1 for a traceback)",
               file=sys.stderr)
         return EXIT_FAILURE
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,13 @@ imports torch.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import DiffalignError, choice_error
+from .user_rewards import is_user_reward
 
 # Names the registries and the zoo know, with their options (in signature order) and which of them
 # are required. Keep in sync with the @register decorators; the test above says what to change.
@@ -21,12 +23,14 @@ MODELS = ("digits", "digits-flow", "digits-fast", "shapes")
 _DTS_OPTIONS = (
     "lam", "preset", "children", "branch_every", "branch_steps", "allocation", "exploration", "leaves_per_iteration",
     "kernel", "kernel_options", "max_memory_bytes", "on_memory_full", "storage_dtype", "storage_device",
-    "nonfinite_reward", "reuse_tree", "c_pw", "alpha", "c_uct", "output", "max_idle_iterations", "progress",
+    "nonfinite_reward", "reuse_tree", "c_pw", "alpha", "c_uct", "output", "max_idle_iterations", "trees_per_prompt",
+    "max_rows", "progress",
 )
 _DTS_STAR_OPTIONS = (
     "lam", "c_pw", "alpha", "c_uct", "branch_every", "branch_steps", "leaves_per_iteration", "kernel",
     "kernel_options", "max_memory_bytes", "on_memory_full", "storage_dtype", "storage_device",
-    "nonfinite_reward", "reuse_tree", "output", "max_idle_iterations", "progress",
+    "nonfinite_reward", "reuse_tree", "output", "max_idle_iterations", "trees_per_prompt", "max_rows", "fast_forward",
+    "progress",
 )
 SAMPLER_OPTIONS = {
     "ancestral": ("kernel", "kernel_options", "progress", "batch_size"),
@@ -45,14 +49,19 @@ SAMPLERS_NEEDING_REWARD = ("best-of-n", "dts", "dts-star", "reno", "sir", "smc")
 REWARD_OPTIONS = {
     "aesthetic": ("mlp_weights", "model_name", "pretrained", "quick_gelu", "embed_dim"),
     "clip": ("prompt", "model_name", "pretrained", "quick_gelu", "model"),
+    "clipscore": ("path", "hub_id", "dtype"),
     "compressibility": ("quality",),
     "digit": ("target", "classifier_dir"),
+    "hpsv2": ("path", "hub_id", "filename", "model_name", "dtype"),
+    "imagereward": ("path", "hub_id", "tokenizer", "dtype"),
     "incompressibility": ("quality",),
     "noisy-reward": ("path",),
+    "pickscore": ("path", "hub_id", "processor", "dtype"),
+    "remote": ("url", "token", "batch_size", "timeout", "retries"),
     "shapes-verifier": ("partial",),
     "weighted-sum": ("rewards", "weights"),
 }
-REWARDS_REQUIRED_OPTIONS = {"digit": ("target",), "noisy-reward": ("path",), "weighted-sum": ("rewards",)}
+REWARDS_REQUIRED_OPTIONS = {"noisy-reward": ("path",), "remote": ("url",), "weighted-sum": ("rewards",)}
 
 KERNELS = ("ddim", "ddpm", "euler", "flow-sde")
 
@@ -77,14 +86,14 @@ def parse_count(text: str) -> int:
 
 def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
     """KEY=VALUE pairs; values are parsed as YAML scalars (numbers, booleans, null, strings)."""
-    import yaml  # light (tens of ms); keeps `diffalign --help` free of it
+    from .safe_yaml import load  # yaml is light (tens of ms); keeps `diffalign --help` free of it
 
     options = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise DiffalignError(f"option {pair!r} is not KEY=VALUE")
-        options[key.replace("-", "_")] = yaml.safe_load(value)
+        options[key.replace("-", "_")] = load(value, f"option {pair!r}")
     return options
 
 
@@ -101,6 +110,40 @@ def check_options(kind: str, name: str, options: dict, valid: Sequence[str], req
 
 
 ATTENTION_BACKENDS = ("sdpa", "xformers")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is only reachable from this machine (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # any other host name may resolve to an outside address
+        return False
+
+
+def check_serve_args(args) -> dict:
+    """``diffalign serve-reward``: the reward name and options, the bind and the limits; returns the options."""
+    options = parse_options(args.option)
+    if not args.imports:  # rewards registered by --import modules are only known after importing them
+        if args.reward not in REWARD_OPTIONS:
+            raise choice_error("reward", args.reward, list(REWARD_OPTIONS))
+        check_options("reward", args.reward, options, REWARD_OPTIONS[args.reward],
+                      REWARDS_REQUIRED_OPTIONS.get(args.reward, ()))
+    if not 0 <= args.port <= 65535:
+        raise DiffalignError(f"--port must be in 0..65535 (0: any free port); got {args.port}")
+    if args.max_batch < 1:
+        raise DiffalignError(f"--max-batch must be a positive integer; got {args.max_batch}")
+    if not args.max_mb > 0:
+        raise DiffalignError(f"--max-mb must be positive; got {args.max_mb}")
+    if not is_loopback(args.host) and not args.token and not args.force:
+        raise DiffalignError(
+            f"refusing to serve on non-loopback host {args.host!r} without --token: anyone who can reach the port "
+            "could use it; pass --token T (clients: token=T), or --force to serve without one"
+        )
+    return options
 
 
 def hub_download_message(repo_id: str, reason: str) -> str:
@@ -145,7 +188,9 @@ def check_sample_args(args) -> tuple[dict, dict]:
     if args.target is not None:
         reward_options["target"] = args.target
     args.reward_terms = None
-    if args.reward is not None and is_weighted_reward(args.reward):
+    if args.reward is not None and is_user_reward(args.reward):
+        pass  # your own FILE.py:NAME reward: imported, and checked, when it is built
+    elif args.reward is not None and is_weighted_reward(args.reward):
         args.reward_terms = weighted_reward_terms(args.reward, reward_options)
     elif args.reward is not None:
         if args.reward not in REWARD_OPTIONS:
@@ -157,6 +202,9 @@ def check_sample_args(args) -> tuple[dict, dict]:
     elif args.sampler in SAMPLERS_NEEDING_REWARD:
         raise DiffalignError(f"sampler {args.sampler!r} needs --reward (see 'diffalign list')")
     check_prompt_args(args)
+    check_seed(args.seed)
+    if not math.isfinite(args.cfg):  # failed only after the model had loaded (and wrote NaN images)
+        raise DiffalignError(f"--cfg must be a finite number, got {args.cfg!r}")
     if args.cfg != 1.0 and args.cond is None and not args.prompt_list:
         # CFG steers toward a condition; without one it would silently sample unconditionally
         raise DiffalignError(f"--cfg {args.cfg:g} needs --cond (the class to guide toward) or --prompt/--prompts; "
@@ -168,22 +216,29 @@ def check_sample_args(args) -> tuple[dict, dict]:
     return sampler_options, reward_options
 
 
+def check_seed(seed: int) -> None:
+    """Seeds feed torch's and numpy's generators, which take integers in [0, 2^64)."""
+    if not 0 <= seed < 2**64:
+        raise DiffalignError(f"--seed must be an integer in [0, 2^64), got {seed}")
+
+
 def check_prompt_args(args) -> None:
     """--prompt / --prompts FILE / --negative-prompt: fills ``args.prompt_list`` (empty without prompts)."""
     if args.prompt is not None and args.prompts is not None:
         raise DiffalignError("--prompt and --prompts exclude each other (one prompt, or a file of one prompt a line)")
     if args.cond is not None and (args.prompt is not None or args.prompts is not None):
         raise DiffalignError("--cond (a class label for the embedded models) and --prompt/--prompts exclude each other")
-    args.prompt_list = []
+    args.prompt_list, args.prompt_metadata = [], None
     if args.prompt is not None:
+        if not args.prompt.strip():
+            raise DiffalignError("--prompt is blank; give a text prompt")
         args.prompt_list = [args.prompt]
     elif args.prompts is not None:
-        path = Path(args.prompts)
-        if not path.is_file():
-            raise DiffalignError(f"--prompts {path} does not exist (expected a text file, one prompt a line)")
-        args.prompt_list = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        if not args.prompt_list:
-            raise DiffalignError(f"--prompts {path} has no prompts (expected one prompt a line)")
+        from .prompt_files import read_prompt_file
+
+        prompt_set = read_prompt_file(args.prompts, "--prompts")
+        args.prompt_list = list(prompt_set.prompts)
+        args.prompt_metadata = None if prompt_set.metadata is None else list(prompt_set.metadata)
     if args.negative_prompt is not None and not args.prompt_list:
         raise DiffalignError("--negative-prompt needs --prompt or --prompts")
     if args.negative_prompt is not None and args.cfg == 1.0:
@@ -206,6 +261,22 @@ def check_rlg_args(args) -> None:
     if not (weight == weight and abs(weight) != float("inf") and weight >= 0):
         raise DiffalignError(f"--rlg-weight must be a finite number >= 0 (0 base, 1 tuned, > 1 extrapolates), got {weight:g}")
     args.rlg_weight = weight
+
+
+def check_train_config(model_name: str, reward_name: str, reward_options: dict, cond=None) -> None:
+    """A training config's model and reward, checked without torch, so a typo such as
+    ``reward.name=digt`` fails at once, before the run directory is touched (it used to fail after
+    torch loaded, 20-30 s in, leaving config.yaml behind)."""
+    if reward_name not in REWARD_OPTIONS:
+        raise choice_error("reward (config key 'reward.name')", reward_name, list(REWARD_OPTIONS))
+    if not isinstance(reward_options, dict):
+        raise DiffalignError(f"config key 'reward.options' must be a mapping, got {reward_options!r}")
+    check_options("reward", reward_name, reward_options, REWARD_OPTIONS[reward_name],
+                  REWARDS_REQUIRED_OPTIONS.get(reward_name, ()))
+    check_model(model_name)
+    if model_name in MODELS and cond is not None and (isinstance(cond, bool) or not isinstance(cond, int) or not 0 <= cond <= 9):
+        raise DiffalignError(f"config key 'model.cond': {model_name} is conditioned on class labels 0..9 (or null), "
+                             f"not {cond!r}")
 
 
 def is_weighted_reward(text: str) -> bool:

@@ -17,7 +17,7 @@ def auto_scale(height: int, width: int) -> int:
     return max(1, TARGET_TILE_PX // max(height, width))
 
 
-def grid_image(images: torch.Tensor, nrow: Optional[int] = None, scale: Optional[int] = None, padding: int = 1,
+def grid_image(images: torch.Tensor, nrow: Optional[int] = None, scale: Optional[int] = None, padding: Optional[int] = None,
                row_labels: Optional[Sequence[str]] = None):
     """Float [0, 1] NCHW images -> a PIL image grid, ``nrow`` images per row, each enlarged ``scale``x
     (default: to about 64 px for small images, 1x for large ones), with optional text to the left of
@@ -27,6 +27,9 @@ def grid_image(images: torch.Tensor, nrow: Optional[int] = None, scale: Optional
     images = images.detach().float().clamp(0, 1).cpu()
     n, c, h, w = images.shape
     scale = auto_scale(h, w) if scale is None else scale
+    # enlarged tiles get separators half a source pixel wide (4 px for 8x8 digits at 8x): one pixel
+    # between 64-px tiles let neighbouring digits run together
+    padding = max(1, scale // 2) if padding is None else padding
     nrow = nrow or math.ceil(math.sqrt(n))
     rows = math.ceil(n / nrow)
     cell_h, cell_w = h * scale + padding, w * scale + padding

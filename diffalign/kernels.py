@@ -10,7 +10,8 @@ fine-tuning needs share one code path; deterministic kernels have std = 0.
   variance is written for any schedule x_t = alpha x0 + sigma eps, so it applies to flow models too.
 * :class:`Euler` -- the probability-flow ODE, x' = x + (t' - t) dx/dt, with dx/dt the flow velocity.
 * :class:`FlowSDE` -- Euler-Maruyama on the reverse SDE with diffusion g(t) = a sqrt(t / (1 - t))
-  (the Flow-GRPO SDE, Liu et al. 2025, eq. (8)); ``noise_level`` is a.
+  (the Flow-GRPO SDE, Liu et al. 2025, eq. (8)); ``noise_level`` is a. Its step from t = 1 takes g's
+  denominator at the next grid time, as Flow-GRPO does.
 """
 
 from __future__ import annotations
@@ -144,26 +145,48 @@ class Euler(Kernel):
 
 @KERNELS.register("flow-sde")
 class FlowSDE(Kernel):
-    """Euler-Maruyama step of the marginal-preserving reverse SDE of a flow model.
+    """Euler-Maruyama step of the marginal-preserving reverse SDE of a flow model (Flow-GRPO).
 
-    With velocity u and score = -eps / sigma, going from t to t' = t - h:
-        mean = x - h (u + g^2 / (2 sigma) eps),   std = g sqrt(h),   g = a sqrt(t / (1 - t)).
-    g is evaluated at min(t, ``t_max``) since it diverges at t = 1 (Flow-GRPO does the same by
-    starting its noise schedule one step in). ``noise_level`` = a = 0 gives the Euler ODE.
+    With velocity u and score = -eps / sigma, going from t to t' = t - h (Liu et al. 2025, arXiv
+    2505.05470, eq. 8 discretised as their eq. 9):
+        mean = x - h (u + g^2 / (2 sigma) eps),   std = g sqrt(h),   g^2 = a^2 t / (1 - t).
+    ``noise_level`` = a; a = 0 gives the Euler ODE.
+
+    **The step from t = 1.** g diverges at t = 1. Flow-GRPO's reference implementation evaluates the
+    denominator there at the next grid time, g^2 = a^2 t / (1 - t') (its ``sigma_max = sigmas[1]``), and
+    so do we. The noise is then tied to the step size: at a 10-step grid the first step's eps
+    coefficient is h g^2 / (2 t) = a^2 / 2 = 0.245 and the chain stays near the true marginal. (The
+    earlier rule, g at min(t, 0.98) whatever the step, gave a coefficient of 1.2 at 10 steps, so x
+    entered the mean with -0.2 and the std at t = 0.9 was 1.57 against a true 0.90.) Every other step
+    uses g at its own t, exactly as the reference does, so mean, std and log-prob agree with it to
+    float64 rounding (``tests/test_flow_sde.py``).
+
+    **Discretisation.** Near t = 1 the SDE is stiff: with 1 - t = k h the eps coefficient is about
+    a^2 / (2k) whatever h is, so the excess variance of the first steps, about a^4 / (4 k^2) per step,
+    does not vanish as h -> 0; the drift contracts it away over the following steps.
+
+    **The last step.** The step to t = 0 is Gaussian too, with std g sqrt(h) = a sqrt(h^2 / (1 - h))
+    (0.074 at a = 0.7 and 10 steps). The samplers' ``rollout`` draws it, so their flow-sde samples
+    keep that noise; GRPO's trajectories take its mean (``trainers/trajectories.py``), so a policy
+    trained with GRPO is evaluated by ``da.sample(..., kernel="flow-sde")`` with slightly noisier
+    outputs than it was trained on. Use ``kernel="euler"`` (or the mean) for the trained behaviour.
     """
 
-    def __init__(self, noise_level: float = 0.7, t_max: float = 0.98):
-        if float(noise_level) < 0:
-            raise DiffalignError(f"noise_level must be >= 0, got {noise_level!r}")
-        self.noise_level = float(noise_level)
-        self.t_max = float(t_max)
+    def __init__(self, noise_level: float = 0.7):
+        noise_level = float(noise_level)
+        if not (math.isfinite(noise_level) and noise_level >= 0):
+            raise DiffalignError(f"noise_level must be a finite number >= 0, got {noise_level!r}")
+        self.noise_level = noise_level
         self.stochastic = self.noise_level > 0
 
     def __call__(self, pred, t_next):
         x, dtype = pred.x, pred.x.dtype
-        h = _coefs64(lambda t: t, x, pred.t - t_next)
-        t_g = _coefs64(lambda t: t.clamp(max=self.t_max), x, pred.t)
-        g2 = self.noise_level**2 * t_g / (1.0 - t_g)
+        t = _coefs64(lambda t: t, x, pred.t)
+        t_to = _coefs64(lambda t: t, x, t_next)
+        h = t - t_to
+        # 1 - t is 0 at t = 1: use the next grid time there, as Flow-GRPO does (see the class docstring)
+        denominator = torch.where(t >= 1.0, 1.0 - t_to, 1.0 - t)
+        g2 = self.noise_level**2 * t / denominator
         eps_coef = h * g2 / (2.0 * _coefs64(pred.schedule.sigma, x, pred.t))
         mean = x - h.to(dtype) * pred.flow - eps_coef.to(dtype) * pred.eps
         return GaussianStep(mean, (g2 * h).sqrt())

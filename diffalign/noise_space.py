@@ -22,8 +22,14 @@ import torch
 
 
 def chi_norm_regularizer(z: torch.Tensor) -> torch.Tensor:
-    """ReNO's norm regulariser per sample: ``||z||^2 / 2 - (d - 1) log ||z||`` (minimal at ||z|| = sqrt(d - 1))."""
-    flat = z.flatten(1)
+    """ReNO's norm regulariser per sample: ``||z||^2 / 2 - (d - 1) log ||z||`` (minimal at ||z|| = sqrt(d - 1)).
+
+    Computed and returned in float64 whatever z's dtype, as ReNO's reference casts to a wide type: the
+    two terms are each ~d/2 and nearly cancel, so in bfloat16 the gradient z (1 - (d - 1) / ||z||^2)
+    is lost entirely (100% error at d = 4096), and in float16 ||z||^2 overflows for a 4x128x128 latent
+    (65,536 > 65,504) and the value is infinite. Autograd casts the gradient back to z's dtype.
+    """
+    flat = z.flatten(1).to(torch.float64)
     norm = flat.norm(dim=1)
     return 0.5 * norm.square() - (flat.shape[1] - 1) * torch.log(norm)
 

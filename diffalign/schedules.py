@@ -81,9 +81,13 @@ class Schedule(ABC):
         s = _broadcast(self.sigma(t), x0)
         return a * x0 + s * noise
 
+    #: a model's own default kernel (the zoo sets "euler" on digits-fast's schedule); None: the schedule's
+    preferred_kernel: "str | None" = None
+
     def default_kernel_name(self) -> str:
-        """Name of the stochastic kernel samplers use unless told otherwise."""
-        return "ddim"
+        """Name of the kernel samplers use unless told otherwise: the model's preferred one, else the
+        schedule's stochastic one."""
+        return self.preferred_kernel or "ddim"
 
     @staticmethod
     def _check_steps(steps: int) -> int:
@@ -246,7 +250,7 @@ class FlowSchedule(Schedule):
         return self.shift * u / (1.0 + (self.shift - 1.0) * u)
 
     def default_kernel_name(self) -> str:
-        return "flow-sde"
+        return self.preferred_kernel or "flow-sde"
 
     def __repr__(self) -> str:
         return f"FlowSchedule(shift={self.shift})"

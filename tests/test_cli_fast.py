@@ -35,7 +35,7 @@ def run_fresh(*argv):
         (["sample", "--reward", "nope"], "unknown reward 'nope'"),
         (["sample", "--sampler", "dts", "--reward", "digit", "--target", "3", "--option", "max_bytes=1"],
          "unknown option(s) max_bytes for sampler 'dts'; valid options: lam"),
-        (["sample", "--reward", "digit"], "reward 'digit' needs option(s): target"),
+        (["sample", "--reward", "noisy-reward"], "reward 'noisy-reward' needs option(s): path"),
         (["sample", "--reward", "digit", "--target", "3", "--reward-option", "colour=1"], "unknown option(s) colour"),
         (["sample", "--sampler", "sir"], "sampler 'sir' needs --reward"),
         (["sample", "--cfg", "3"], "--cfg 3 needs --cond"),
@@ -44,7 +44,7 @@ def run_fresh(*argv):
         (["sample", "--out", "x.jpg"], "must end in .png"),
         (["sample", "--reward", "digit=1.0,nope=2", "--target", "3"], "unknown reward 'nope'"),
         (["sample", "--reward", "digit=heavy", "--target", "3"], "the weight of 'digit' must be a finite number"),
-        (["sample", "--reward", "digit=1,compressibility=0.1"], "reward 'digit' needs option(s): target"),
+        (["sample", "--reward", "noisy-reward=1,compressibility=0.1"], "reward 'noisy-reward' needs option(s): path"),
         (["sample", "--reward", "compressibility=1,incompressibility=1", "--target", "3"],
          "unknown option(s) target for rewards compressibility, incompressibility"),
         (["sample", "--rlg-weight", "2"], "--rlg-weight needs --rlg-lora"),
@@ -70,7 +70,7 @@ def test_sample_help_shows_every_default(capsys):
         main(["sample", "--help"])
     out = capsys.readouterr().out
     for text in ("(default: samples.png)", "(default: ancestral)", "(default: digits)", "(default: 16)",
-                 "(default: 50)", "(default: 1.0)", "best-of-n, dts, dts-star, hypernoise, reno, sir, smc"):
+                 "(default: the model's own, 2 for digits-fast, else 50)", "(default: 1.0)", "best-of-n, dts, dts-star, hypernoise, reno, sir, smc"):
         assert text in " ".join(out.split()), text
 
 

@@ -43,3 +43,19 @@ def test_training_script_runs_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     model = da.load_model(str(out))
     assert da.sample(model, None, kernel="euler", num_samples=2, steps=1, cond=3).samples.shape == (2, 1, 8, 8)
+
+
+def test_digits_fast_carries_its_own_default_kernel_and_steps(tmp_path, capsys):
+    """Issue 22, newcomer 2. Failed before: the default kernel (flow-sde) gave pure noise at 2 steps,
+    from da.sample and from the CLI, while the printed reward looked plausible."""
+    from diffalign.cli import main
+
+    model = da.load_model("digits-fast")
+    assert model.schedule.default_kernel_name() == "euler" and model.default_steps == 2
+    assert da.load_model(str(DATA_DIR / "digits-fast")).schedule.default_kernel_name() == "euler"
+    assert da.load_model("digits-flow").schedule.default_kernel_name() == "flow-sde"
+    labels = torch.arange(10).repeat(2)
+    out = da.sample(model, None, num_samples=len(labels), steps=model.default_steps, cond=labels, seed=0)
+    assert (classify(model.decode(out.samples)) == labels).float().mean().item() >= 0.8
+    assert main(["sample", "--model", "digits-fast", "--cond", "3", "--num-samples", "4", "--out", str(tmp_path / "g.png")]) == 0
+    assert ", 8 NFE," in capsys.readouterr().out  # 4 samples x 2 steps: the model's own step count

@@ -96,3 +96,17 @@ def test_mlp_form_works_for_any_model():
     hyper = _perturb(build_hypernetwork("mlp", oracle, hidden=8))
     out = da.sample(oracle, None, sampler="hypernoise", hypernetwork=hyper, num_samples=4, steps=2)
     assert out.samples.shape == (4, 2) and out.info["offset_norms"].min() > 0
+
+
+def test_a_hypernetwork_is_refused_as_a_model_lora_and_run_directories_work_for_both(model, tmp_path):
+    """Issue 22, newcomer 4. Failed before: `--lora runs/hypernoise/final` loaded the hypernetwork's LoRA
+    into the model silently, and `path=RUN_DIR` was refused while `--lora RUN_DIR` ... was too."""
+    hyper = _perturb(build_hypernetwork("lora", model))
+    hyper.save_pretrained(tmp_path / "run" / "final")
+    with pytest.raises(da.DiffalignError, match=r"noise hypernetwork \(hypernoise.json\), not a model LoRA"):
+        da.load_model("digits-flow", lora=tmp_path / "run" / "final")
+    with pytest.raises(da.DiffalignError, match="not a model LoRA"):
+        da.load_model("digits-flow", lora=tmp_path / "run")  # the run directory stands for its final/
+    via_run = da.sample(model, None, sampler="hypernoise", path=str(tmp_path / "run"), num_samples=2, steps=1, seed=2)
+    via_final = da.sample(model, None, sampler="hypernoise", path=str(tmp_path / "run" / "final"), num_samples=2, steps=1, seed=2)
+    assert torch.equal(via_run.samples, via_final.samples)

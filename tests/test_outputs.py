@@ -14,10 +14,11 @@ from diffalign.atomic import atomic_directory, atomic_write_bytes
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("size,tile", [(8, 64), (32, 64), (64, 64), (512, 512)])
-def test_grid_tile_scale_depends_on_image_size(tmp_path, size, tile):
+@pytest.mark.parametrize("size,tile,pad", [(8, 64, 4), (32, 64, 1), (64, 64, 1), (512, 512, 1)])
+def test_grid_tile_scale_depends_on_image_size(tmp_path, size, tile, pad):
+    # issue 22 (newcomer 7): 8x8 digits get 4-px separators; failed before with 1 px
     path = da.save_grid(torch.rand(1, 3, size, size), tmp_path / "g.png")
-    assert Image.open(path).size == (tile + 2, tile + 2)  # one pixel of padding on each side
+    assert Image.open(path).size == (tile + 2 * pad, tile + 2 * pad)
 
 
 def test_grid_row_labels_widen_the_image(tmp_path):

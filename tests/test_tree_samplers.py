@@ -341,9 +341,7 @@ def test_dts_star_fast_forward_of_dead_ends_matches_one_selection_at_a_time(mode
     selecting one at a time grows."""
     trees = []
     for fast in (True, False):
-        sampler = da.samplers.get("dts-star", progress=False, **options)
-        if not fast:
-            sampler.repeat_dead_end = lambda *args: 0
+        sampler = da.samplers.get("dts-star", progress=False, fast_forward=fast, **options)
         out = sampler.sample(model, reward, num_samples=3, nfe=400 * STEPS, steps=STEPS, seed=0)
         trees.append((sampler.tree, out))
     (fast_tree, fast_out), (slow_tree, slow_out) = trees

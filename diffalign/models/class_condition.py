@@ -35,8 +35,18 @@ class ClassEmbeddingCondition(nn.Module):
         return self.num_classes
 
     def labels(self, cond, batch_size: int) -> torch.Tensor:
-        """Validate user conditioning (int or LongTensor of labels) as a (batch_size,) LongTensor."""
-        labels = torch.as_tensor(cond)
+        """Validate user conditioning (int or LongTensor of labels) as a (batch_size,) LongTensor.
+
+        A prompt that names a class ("3", or a list of such strings) is its label, so a class-label
+        model runs through the prompt-set path (``prompts=["3", "7"]``) like a text-to-image model.
+        """
+        if isinstance(cond, str) or (isinstance(cond, (list, tuple)) and cond and all(isinstance(c, str) for c in cond)):
+            cond = [self._label_of_prompt(c) for c in ([cond] if isinstance(cond, str) else cond)]
+            cond = cond[0] if len(cond) == 1 else cond
+        try:
+            labels = torch.as_tensor(cond)
+        except (TypeError, ValueError, RuntimeError):
+            raise DiffalignError(f"class conditioning must be an int or a 1-D LongTensor of labels, got {cond!r}") from None
         if labels.is_floating_point() or labels.dtype == torch.bool or labels.ndim > 1:
             raise DiffalignError(f"class conditioning must be an int or a 1-D LongTensor of labels, got {cond!r}")
         if labels.ndim == 0:
@@ -46,6 +56,15 @@ class ClassEmbeddingCondition(nn.Module):
         if torch.any((labels < 0) | (labels >= self.num_classes)):
             raise DiffalignError(f"class labels must lie in 0..{self.num_classes - 1}, got {labels.unique().tolist()}")
         return labels.long()
+
+    def _label_of_prompt(self, prompt: str) -> int:
+        text = prompt.strip()
+        if not (text.isdigit() and int(text) < self.num_classes):
+            raise DiffalignError(
+                f"this model is conditioned on class labels 0..{self.num_classes - 1}, not on text: give cond as an int, "
+                f"or a prompt that is a label such as '3'; got {prompt!r}"
+            )
+        return int(text)
 
     def lookup(self, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         labels = labels.to(next(iter(self.tables.values())).device)

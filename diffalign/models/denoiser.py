@@ -33,6 +33,15 @@ class Denoiser(nn.Module):
         self.prediction = check_prediction_kind(prediction)
         self.shape = tuple(int(s) for s in shape)
 
+    def __repr__(self) -> str:
+        """One line (nn.Module's repr printed every layer of the network: 18 kB for digits-flow)."""
+        network = getattr(self, "network", None)
+        parts = [f"prediction={self.prediction!r}", f"shape={self.shape}", f"schedule={self.schedule!r}"]
+        if isinstance(network, nn.Module):
+            count = sum(p.numel() for p in network.parameters())
+            parts.append(f"network={type(network).__name__} ({count:,} parameters)")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
     # -- to implement ------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Condition = None) -> torch.Tensor:
         """Raw network output for a batch x (B, *shape) at times t (B,) with encoded conditioning."""
@@ -103,6 +112,9 @@ class FunctionDenoiser(Denoiser):
         prediction: one of "x0", "eps", "v", "flow".
         shape: the shape of one sample, e.g. ``(2,)``.
         decode: optional model-space -> reward-space map.
+        condition_encoder: optional map from user conditioning (e.g. a prompt string) to the tensor
+            ``fn`` receives as ``cond`` (one row, or one row per sample); this is what lets a
+            function model take ``prompts=[...]``.
     """
 
     def __init__(
@@ -112,10 +124,12 @@ class FunctionDenoiser(Denoiser):
         prediction: str = "eps",
         shape: tuple[int, ...] = (2,),
         decode: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        condition_encoder: Optional[Callable[[Any], torch.Tensor]] = None,
     ):
         super().__init__(schedule, prediction, shape)
         self.fn = fn
         self._decode = decode
+        self._condition_encoder = condition_encoder
 
     def forward(self, x, t, cond=None):
         output = self.fn(x, t) if cond is None else self.fn(x, t, cond)
@@ -125,6 +139,12 @@ class FunctionDenoiser(Denoiser):
     def encode_condition(self, cond, batch_size):
         if cond is None or isinstance(cond, dict):
             return broadcast_condition(cond, batch_size)
+        if self._condition_encoder is not None:
+            cond = self._condition_encoder(cond)
+        elif isinstance(cond, str) or (isinstance(cond, (list, tuple)) and any(isinstance(c, str) for c in cond)):
+            raise DiffalignError(
+                f"FunctionDenoiser got the text condition {cond!r:.60}; pass condition_encoder= to map prompts to tensors"
+            )
         cond = torch.as_tensor(cond)
         if cond.ndim == 0:
             cond = cond.expand(batch_size)

@@ -1,7 +1,8 @@
 """The LoRA form of HyperNoise's f: a peft LoRA on the generator's own network, evaluated at t = 1.
 
-As in the paper (arXiv:2508.09968), f reuses the pretrained generator's network with a LoRA.
-Here f is the change the LoRA makes to that network's output at t = 1,
+The paper (Eyring et al. 2025, arXiv:2508.09968, Sec. 4) makes f a LoRA on the pretrained generator's
+own network. This form is *not* the reference implementation's: here f is the change the LoRA makes to
+that network's output at t = 1, computed in two passes,
 
     f(z, c) = net_LoRA(z, t=1, c) - net(z, t=1, c),
 
@@ -9,6 +10,13 @@ which is exactly zero at initialisation (peft's LoRA B matrices start at zero, s
 adds exact zeros to every adapted layer). The adapter lives on a *copy* of the network, so the
 generator itself -- and any LoRA a user loaded into it -- is never touched; the price is one copy of
 the network's weights. One offset costs two network passes (adapted and base), counted as NFE.
+
+**Regulariser scale.** The trainer's loss is ``||f||^2 / 2 - reward_weight * r`` (a sum over the d
+elements of z, the KL approximation of :mod:`diffalign.noise_space`); the reference weighs
+``lambda * mean(f^2)`` against ``r``. Dividing ours by ``reward_weight`` gives
+``d / (2 reward_weight) * mean(f^2) - r``, so the reference's lambda is ``d / (2 reward_weight)``:
+``reward_weight = d / (2 lambda)`` (for the 1x8x8 digits latents, d = 64, lambda = 1 is
+``reward_weight = 32``).
 
 Saved in diffusers' LoRA format (``pytorch_lora_weights.safetensors``, see
 :mod:`diffalign.trainers.lora`).

@@ -82,7 +82,9 @@ def build_hypernetwork(form: str, model, **options) -> NoiseHypernetwork:
 def load_hypernetwork(path, model) -> NoiseHypernetwork:
     """A trained hypernetwork (``diffalign train configs/hypernoise_digits.yaml`` writes ``DIR/final``)
     for the generator ``model``."""
-    directory = Path(path)
+    from ..trainers.lora import run_final_dir
+
+    directory = run_final_dir(Path(path), CONFIG_NAME)  # a run directory stands for its final/, as for --lora
     config_file = directory / CONFIG_NAME
     if not config_file.is_file():
         raise DiffalignError(f"no noise hypernetwork at {directory} (expected {CONFIG_NAME}; train one with 'diffalign train configs/hypernoise_digits.yaml')")

@@ -35,6 +35,7 @@ from typing import Any, Optional
 import torch
 
 from ..errors import DiffalignError
+from ..prompting import current_prompt
 from .conditioning import Condition
 from .denoiser import Denoiser, _time_batch
 from .prediction import Prediction
@@ -57,6 +58,9 @@ class RewardGuidance(DenoiserWrapper):
         max_grad_norm: clip each sample's reward gradient to this L2 norm before scaling (None: off).
         t_start, t_stop: guide only while ``t_stop <= t <= t_start`` (t = 1 is noise).
     """
+
+    #: scores its estimates against the prompt of the rows being denoised (:mod:`diffalign.prompting`)
+    reads_prompt_scope = True
 
     def __init__(
         self,
@@ -113,7 +117,13 @@ class RewardGuidance(DenoiserWrapper):
         with torch.enable_grad():
             x_in = x.detach().requires_grad_(True)
             pred = self.inner.predict(x_in, t, cond)
-            values = self.clean(self.inner.decode(pred.x0))
+            images = self.inner.decode(pred.x0)
+            scope = current_prompt()
+            if scope is None:
+                values = self.clean(images)
+            else:  # a prompt set: the sampler denoises one prompt's rows at a time under guidance
+                batch = images.shape[0]
+                values = self.clean(images, prompts=scope.prompts(batch), metadata=scope.metadata_rows(batch))
             _check_has_gradient(values, self.clean)
             # per-sample rewards summed: each row's gradient is its own reward's (rows never mix)
             (grad,) = torch.autograd.grad(values.sum(), x_in)
@@ -204,8 +214,10 @@ class WeightedObjective(torch.nn.Module):
         self.terms = torch.nn.ModuleList(rewards)
         self.weights = list(weights)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return sum(weight * term(x) for weight, term in zip(self.weights, self.terms))
+    def forward(self, x: torch.Tensor, prompts=None, metadata=None) -> torch.Tensor:
+        if prompts is None:
+            return sum(weight * term(x) for weight, term in zip(self.weights, self.terms))
+        return sum(weight * term(x, prompts=prompts, metadata=metadata) for weight, term in zip(self.weights, self.terms))
 
 
 def _refuse_non_differentiable(reward: Any) -> None:

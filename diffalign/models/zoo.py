@@ -32,6 +32,14 @@ from .loading import read_json
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 EMBEDDED = {"digits": DATA_DIR / "digits", "digits-flow": DATA_DIR / "digits-flow", "digits-fast": DATA_DIR / "digits-fast",
             "shapes": DATA_DIR / "shapes"}  # shapes: a full StableDiffusionPipeline directory (text-to-image world)
+# Each embedded model's own sampling defaults. digits-fast is a 2-step distilled generator: the flow
+# SDE's noise (its schedule's default) turns its 2 steps into pure noise, only Euler gives digits.
+MODEL_DEFAULTS = {
+    "digits": {"kernel": None, "steps": 50},
+    "digits-flow": {"kernel": None, "steps": 50},
+    "digits-fast": {"kernel": "euler", "steps": 2},
+    "shapes": {"kernel": None, "steps": 20},  # its benchmark setting (benchmarks/shapes_base.py)
+}
 
 
 @dataclass(frozen=True)
@@ -136,6 +144,10 @@ def load_model(
 
         load_lora(network, lora)
     model = model.eval().requires_grad_(False)
+    embedded = next((name for name, path in EMBEDDED.items() if path.resolve() == directory.resolve()), None)
+    defaults = MODEL_DEFAULTS.get(embedded, {})  # by directory, so loading digits-fast by its path agrees
+    model.schedule.preferred_kernel = defaults.get("kernel")
+    model.default_steps = defaults.get("steps", 50)  # what `diffalign sample` uses without --steps
     return model.to(device=device, dtype=dtype) if (device or dtype) else model
 
 
@@ -255,6 +267,9 @@ def _load_pipeline_model(directory: Path, device, dtype, lora) -> Denoiser:
         from ..trainers.lora import load_lora
 
         load_lora(model.network, lora)
+    embedded = next((name for name, path in EMBEDDED.items() if path.resolve() == directory.resolve()), None)
+    if embedded in MODEL_DEFAULTS:  # the embedded shapes pipeline: its own step count, as the digits models
+        model.default_steps = MODEL_DEFAULTS[embedded]["steps"]
     return model.eval().requires_grad_(False)
 
 

@@ -9,8 +9,11 @@ with the pipeline's VAE and returns what the stock pipeline returns (``output_ty
     aligned = da.AlignedPipeline.from_pipe(pipe, sampler="dts", reward="compressibility")
     images = aligned(prompt="a cat", nfe=20_000, num_inference_steps=50).images
 
-The sampler's full output (rewards, NFE, info) of the last call is kept in ``aligned.last_outputs``
-(one :class:`SampleOutput` per prompt).
+A list of prompts runs as one prompt-set call of the sampler (design.md §3b): rows of all prompts share
+model calls, each image's reward sees its own prompt, ``nfe`` is the budget **per prompt** and prompt i
+is seeded ``seed + i``. The sampler's full output (rewards, NFE, info, ``prompts``) of the last call is
+kept in ``aligned.last_outputs``: one :class:`SampleOutput` for a prompt-set call, or one per prompt
+when prompts must run separately (a negative prompt per prompt, ``prompt_embeds``, ``latents``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import torch
 from ..errors import DiffalignError
 from ..models.denoiser import Denoiser
 from ..models.wrappers import CFGDenoiser, NFECounter
+from ..prompting import prompt_scope
+from ..rewards.prompted import PromptBoundReward
 from .attention import enable_attention
 from .family import PipelineFamily, family_of
 from .prompts import PromptCondition
@@ -112,7 +117,7 @@ class AlignedPipeline:
         true_cfg_scale: float = 1.0,
         **embeddings,
     ):
-        """Generate like the stock pipeline; ``nfe`` is the whole budget of the call (split evenly over prompts).
+        """Generate like the stock pipeline; ``nfe`` is the budget **per prompt** (design.md §3b).
 
         ``prompt_embeds`` & co. (the family's ``encode_prompt`` argument names) replace ``prompt``.
         ``latents`` (initial noise, the stock layout) is honoured by the ``ancestral`` sampler, which then
@@ -130,12 +135,21 @@ class AlignedPipeline:
         cfg_scale = true_cfg_scale if getattr(family, "guidance_is_distilled", False) else scale
         model = self.denoiser(height, width, num_frames, scale)
         jobs = self._jobs(prompt, negative_prompt, embeddings)
-        budget = None if nfe is None else nfe // len(jobs)
-        if nfe is not None and budget < 1:
-            raise DiffalignError(f"nfe={nfe} is too small for {len(jobs)} prompts")
+        budget = nfe
         base_seed = self._seed(seed, generator)
         device = self.pipe._execution_device
         samples, self.last_outputs = [], []
+        if self._one_prompt_set_call(jobs, negative_prompt, latents, model):
+            # one null condition serves every prompt, so all prompts' rows can share model calls
+            _, null = family.encode_prompt(self.pipe, jobs[0][0], jobs[0][1], 1, cfg_scale > 1.0, device, model.shape)
+            guided = CFGDenoiser(model, cfg_scale, null_cond=null) if cfg_scale > 1.0 else model
+            if self.wrapper is not None:
+                guided = self.wrapper(guided)
+            out = self.sampler.sample(guided, self.reward, num_samples=num_images_per_prompt, nfe=budget, steps=steps,
+                                      seed=base_seed, prompts=[job[0] for job in jobs])
+            self.last_outputs.append(out)
+            jobs = []
+            samples.append(out.samples)
         for index, (one_prompt, one_negative, one_embeddings) in enumerate(jobs):
             cond, null = family.encode_prompt(self.pipe, one_prompt, one_negative, 1, cfg_scale > 1.0, device,
                                               model.shape, **one_embeddings)
@@ -147,10 +161,14 @@ class AlignedPipeline:
                     raise DiffalignError(f"latents have {latents.shape[0]} rows; expected {len(jobs)} prompts x "
                                          f"{num_images_per_prompt} images per prompt")
                 rows = slice(index * num_images_per_prompt, (index + 1) * num_images_per_prompt)
-                out = self._from_latents(guided, latents[rows], cond, steps, base_seed + index, budget)
+                out = self._from_latents(guided, latents[rows], cond, steps, base_seed + index, budget, one_prompt)
             else:
-                out = self.sampler.sample(guided, self.reward, num_samples=num_images_per_prompt, nfe=budget,
-                                          steps=steps, seed=base_seed + index, cond=cond)
+                reward = self.reward
+                if reward is not None and one_prompt is not None:
+                    reward = PromptBoundReward(reward, one_prompt)  # each image's reward sees its own prompt
+                with prompt_scope(one_prompt):
+                    out = self.sampler.sample(guided, reward, num_samples=num_images_per_prompt, nfe=budget,
+                                              steps=steps, seed=base_seed + index, cond=cond)
             self.last_outputs.append(out)
             samples.append(out.samples)
         x0 = torch.cat(samples)
@@ -160,6 +178,14 @@ class AlignedPipeline:
             with torch.no_grad():
                 images = family.postprocess(self.pipe, model.decode(x0), output_type)
         return family.output(self.pipe, images, return_dict)
+
+    @staticmethod
+    def _one_prompt_set_call(jobs, negative_prompt, latents, model) -> bool:
+        """Whether the call can run as one prompt-set call: text prompts, one shared negative prompt,
+        sampler-drawn noise, and a denoiser that encodes prompts itself."""
+        return (latents is None and all(job[0] is not None and not job[2] for job in jobs)
+                and (negative_prompt is None or isinstance(negative_prompt, str))
+                and getattr(model, "condition_encoder", None) is not None)
 
     def _jobs(self, prompt, negative_prompt, embeddings) -> list[tuple]:
         """One (prompt, negative prompt, embeddings) per prompt of the call."""
@@ -188,7 +214,7 @@ class AlignedPipeline:
             return int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device).item())
         return 0
 
-    def _from_latents(self, model, latents, cond, steps, seed, budget):
+    def _from_latents(self, model, latents, cond, steps, seed, budget, prompt=None):
         """The stock loop from given initial noise (ancestral sampler only)."""
         from ..samplers.base import SampleOutput
         from ..samplers.rollout import evaluate_reward, resolve_kernel, rollout
@@ -206,7 +232,8 @@ class AlignedPipeline:
         with torch.no_grad():
             encoded = model.encode_condition(cond, x.shape[0])
             x0 = rollout(counter, x, model.schedule.time_grid(steps), kernel, encoded, generator)
-            rewards = None if self.reward is None else evaluate_reward(self.reward, model, x0, x0.shape[0])
+            prompts = None if prompt is None else [prompt] * x0.shape[0]
+            rewards = None if self.reward is None else evaluate_reward(self.reward, model, x0, x0.shape[0], prompts)
         return SampleOutput(x0, rewards, counter.count, {"kernel": repr(kernel)})
 
     def _image_size(self, model, latents) -> tuple[int, int]:

@@ -9,7 +9,15 @@
 - ``aesthetic``: LAION aesthetic predictor on CLIP ViT-L/14 embeddings.
 - ``weighted-sum``: a weighted sum of other rewards.
 - ``noisy-reward``: a trained reward model on noisy samples r_phi(x_t, t) (Flow-NRG guidance).
+- ``pickscore``: PickScore (Pick-a-Pic's CLIP-H preference model, transformers).
+- ``clipscore``: CLIPScore on transformers' CLIP ViT-L/14.
+- ``hpsv2``: Human Preference Score v2.1 (open_clip ViT-H-14).
+- ``imagereward``: ImageReward (BLIP ViT-L + cross-attending BERT + MLP, transformers' BLIP classes).
 - ``shapes-verifier``: GenEval-style programmatic check of a shapes-world image against its caption.
+- ``remote``: a reward served by ``diffalign serve-reward`` over HTTP (:mod:`.server`, :mod:`.remote`).
+
+The hub rewards load ``from_pretrained`` lazily, preprocess in torch (:mod:`.pixel_preprocess`,
+differentiable) and take ``path=DIR`` for a local copy (docs/rewards.md).
 
 Importing this package registers all of them but imports no heavy optional dependency:
 open_clip and huggingface_hub are imported only when a CLIP-based reward is built.
@@ -25,6 +33,12 @@ from .aesthetic import AestheticMLP, AestheticScore, load_aesthetic_mlp
 from .weighted import WeightedSum
 from .noisy import NoisyReward
 from .noisy_model import NoisyRewardNet
+from .pickscore import PickScore
+from .clipscore import HFClipScore
+from .hpsv2 import HPSv2
+from .imagereward import ImageReward
+from .async_scoring import AsyncScorer
+from .remote import RemoteReward, RemoteRewardError
 # registers "shapes-verifier" (numpy + the grammar; scipy is imported when it scores). A module import, not a
 # name import, so that importing diffalign.shapes.verifier first (it imports .base from here) is no cycle
 from ..shapes import verifier as _shapes_verifier  # noqa: E402,F401
@@ -33,14 +47,21 @@ __all__ = [
     "REWARDS",
     "AestheticMLP",
     "AestheticScore",
+    "AsyncScorer",
     "CallableReward",
     "ClipBackbone",
     "ClipScore",
+    "HFClipScore",
+    "HPSv2",
+    "ImageReward",
+    "PickScore",
     "DigitReward",
     "JpegCompressibility",
     "JpegIncompressibility",
     "NoisyReward",
     "NoisyRewardNet",
+    "RemoteReward",
+    "RemoteRewardError",
     "Reward",
     "WeightedSum",
     "as_reward",

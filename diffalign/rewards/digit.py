@@ -58,30 +58,49 @@ def load_digit_classifier(classifier_dir: str | Path | None = None) -> DigitClas
 class DigitReward(Reward):
     """``log p(y = target | x)`` under the digit classifier, for float [0, 1] (B, 1, 8, 8) images.
 
-    Options: ``target`` (required, an integer class 0..9) and ``classifier_dir`` (a directory
-    with ``config.json`` + ``model.safetensors``; default: the packaged classifier).
+    Options: ``target`` (an integer class 0..9; None: each image's prompt names its target, e.g.
+    ``prompts=["3", "7"]`` on the class-conditional digits models -- the embedded world's prompt-aware
+    reward) and ``classifier_dir`` (a directory with ``config.json`` + ``model.safetensors``;
+    default: the packaged classifier).
     """
 
     name = "digit"
     differentiable = True
 
-    def __init__(self, *, target: int, classifier_dir: str | Path | None = None):
+    def __init__(self, *, target: int | None = None, classifier_dir: str | Path | None = None):
         super().__init__()
         self.classifier = load_digit_classifier(classifier_dir)
         num_classes = self.classifier.config["num_classes"]
-        if isinstance(target, bool) or not isinstance(target, numbers.Integral) or not 0 <= target < num_classes:
+        self.num_classes = num_classes
+        if target is not None and (isinstance(target, bool) or not isinstance(target, numbers.Integral)
+                                   or not 0 <= target < num_classes):
             valid = ", ".join(str(k) for k in range(num_classes))
-            raise DiffalignError(f"digit reward target must be one of {valid}; got {target!r}")
-        self.target = int(target)
+            raise DiffalignError(f"digit reward target must be one of {valid} (or None: the prompt names it); got {target!r}")
+        self.target = None if target is None else int(target)
+        self.needs_prompts = self.target is None
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def _targets(self, prompts: list[str], device) -> torch.Tensor:
+        labels = []
+        for prompt in prompts:
+            text = prompt.strip()
+            if not (text.isdigit() and int(text) < self.num_classes):
+                raise DiffalignError(f"digit reward without a target reads each prompt as its digit 0..{self.num_classes - 1}; "
+                                     f"got the prompt {prompt!r}")
+            labels.append(int(text))
+        return torch.tensor(labels, device=device)
+
+    def forward(self, images: torch.Tensor, prompts=None, metadata=None) -> torch.Tensor:
         if tuple(images.shape[1:]) != IMAGE_SHAPE:
             raise DiffalignError(
                 f"digit reward expects images of shape (B, 1, 8, 8); got {tuple(images.shape)}"
             )
         weight = self.classifier.head.weight
         logits = self.classifier(images.to(device=weight.device, dtype=weight.dtype))
-        return F.log_softmax(logits, dim=-1)[:, self.target].to(images.device)
+        log_p = F.log_softmax(logits, dim=-1)
+        if self.target is not None:
+            return log_p[:, self.target].to(images.device)
+        targets = self._targets(prompts, log_p.device)
+        return log_p.gather(1, targets[:, None])[:, 0].to(images.device)
 
     def extra_repr(self) -> str:
         return f"target={self.target}"

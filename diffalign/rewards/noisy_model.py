@@ -83,6 +83,9 @@ class NoisyRewardNet(nn.Module):
         config = read_json(directory / CONFIG_NAME)
         if config.pop("_class_name", None) != cls.__name__:
             raise DiffalignError(f"{directory / CONFIG_NAME} does not describe a {cls.__name__}")
+        from ..trainers.noisy_reward_config import check_noisy_reward_files  # torch-free: sizes only
+
+        check_noisy_reward_files(config, directory / WEIGHTS_NAME)  # a huge `hidden` would allocate tens of GB
         model = cls(**config)
         try:
             model.load_state_dict(load_safetensors(directory / WEIGHTS_NAME))

@@ -8,6 +8,7 @@ from ..kernels import Kernel
 from ..models.conditioning import Condition
 from .base import SampleOutput, Sampler, too_small_budget
 from .registry import SAMPLERS
+from .prompt_groups import grouped_rollouts
 from .rollout import batched_rollouts, evaluate_reward, resolve_kernel
 
 
@@ -24,6 +25,7 @@ class AncestralSampler(Sampler):
     """
 
     name = "ancestral"
+    batches_prompts = True
 
     def __init__(
         self,
@@ -45,4 +47,15 @@ class AncestralSampler(Sampler):
         grid = model.schedule.time_grid(steps)
         x0 = batched_rollouts(model, num_samples, grid, kernel, encoded, generator, self.batch_size, self.progress)
         rewards = None if reward is None else evaluate_reward(reward, model, x0, self.batch_size)
+        return SampleOutput(x0, rewards, nfe=0, info={"kernel": repr(kernel)})
+
+    def _sample_prompts(self, model, reward, groups, num_samples, nfe, steps):
+        kernel = resolve_kernel(model, self.kernel, **self.kernel_options)
+        needed = num_samples * steps * model.evals_for(groups.condition(0))
+        if nfe is not None and needed > nfe:
+            raise too_small_budget(self.name, nfe, needed, f"{num_samples} samples x {steps} steps per prompt")
+        grid = model.schedule.time_grid(steps)
+        x0 = grouped_rollouts(model, groups, num_samples, grid, kernel, self.batch_size, self.progress)
+        rewards = None if reward is None else evaluate_reward(
+            reward, model, x0, self.batch_size, groups.row_prompts(num_samples), groups.row_metadata(num_samples))
         return SampleOutput(x0, rewards, nfe=0, info={"kernel": repr(kernel)})

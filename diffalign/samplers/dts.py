@@ -70,7 +70,8 @@ from .base import SampleOutput, Sampler, check_positive_int
 from .dts_paper import PaperDTSSampler, branching_steps
 from .registry import SAMPLERS
 from .rollout import evaluate_reward, initial_noise
-from .tree_common import branching_setup, check_storage_options, tree_key, warn_memory_full
+from .forest import DEFAULT_MAX_ROWS
+from .tree_common import branching_setup, check_forest_options, check_storage_options, tree_key, warn_memory_full
 from .weights import effective_sample_size, multinomial_resample
 
 PRESETS = ("exact", "paper")
@@ -169,11 +170,16 @@ class DTSSampler(Sampler):
         max_memory_bytes, on_memory_full, storage_dtype, storage_device, nonfinite_reward, reuse_tree:
             as in the paper preset (see ``dts_paper.py``).
         c_pw, alpha, c_uct, output, max_idle_iterations: the paper preset's options.
+        trees_per_prompt: independent trees per prompt (or for the one ``cond``), sharing the prompt's
+            ``nfe`` (each gets nfe // m) and every model call; their outputs are pooled in proportion to
+            each tree's unbiased Z-hat (:mod:`~diffalign.samplers.forest`).
+        max_rows: rows per shared model call of a forest (default 256).
     """
 
     name = "dts"
     pools_samples = True
     needs_reward = True
+    runs_as_forest = True
 
     def __init__(
         self,
@@ -198,9 +204,12 @@ class DTSSampler(Sampler):
         c_uct: Optional[float] = None,
         output: Optional[str] = None,
         max_idle_iterations: Optional[int] = None,
+        trees_per_prompt: int = 1,
+        max_rows: int = DEFAULT_MAX_ROWS,
         progress: Optional[bool] = None,
     ):
         super().__init__(progress=progress)
+        self.trees_per_prompt, self.max_rows = check_forest_options(trees_per_prompt, max_rows, reuse_tree)
         if preset not in PRESETS:
             raise choice_error("preset", preset, list(PRESETS))
         self.preset = preset
@@ -249,6 +258,13 @@ class DTSSampler(Sampler):
         self.reuse_tree = bool(reuse_tree)
         self.forest: Optional[Forest] = None
         self._forest_key: Optional[tuple] = None
+
+    def _fresh_copy(self):
+        clone = super()._fresh_copy()
+        clone.forest, clone._forest_key = None, None
+        if self.paper is not None:
+            clone.paper = self.paper._fresh_copy()
+        return clone
 
     @property
     def tree(self):

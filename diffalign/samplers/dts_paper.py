@@ -62,7 +62,8 @@ from .base import SampleOutput, Sampler, check_positive_int
 from .registry import SAMPLERS
 from .rollout import evaluate_reward
 from .tree import ROOT, DiffusionTree
-from .tree_common import branching_setup, check_storage_options, tree_key, warn_memory_full
+from .forest import DEFAULT_MAX_ROWS
+from .tree_common import branching_setup, check_forest_options, check_storage_options, tree_key, warn_memory_full
 from .tree_rollouts import RolloutPool
 
 OUTPUT_CHOICES = ("descend", "reweight")
@@ -115,11 +116,18 @@ class PaperDTSSampler(Sampler):
             bias described above, not exact: uniform descent over an adaptively widened tree is not
             the base law, discarded selections condition the proposal and -inf children change the
             support. Measured in benchmarks/dts_bias.py.
+        trees_per_prompt: independent trees per prompt (or for the one ``cond``), sharing the prompt's
+            ``nfe`` (each gets nfe // m) and every model call (:mod:`~diffalign.samplers.forest`).
+        max_rows: rows per shared model call of a forest (default 256).
+        fast_forward: DTS* only: apply at once the selections that would retrace a dead end
+            (:meth:`DTSStarSampler.repeat_dead_end`; the tree is identical, a test checks it). False
+            selects one at a time, as before -- there to measure what it saves.
     """
 
     name = "dts"
     pools_samples = True
     needs_reward = True
+    runs_as_forest = True
     greedy_output = False
     default_lam = 1.0
     default_c_pw, default_alpha, default_c_uct = 2.0, 0.8, 1.0
@@ -143,9 +151,16 @@ class PaperDTSSampler(Sampler):
         reuse_tree: bool = False,
         output: str = "descend",
         max_idle_iterations: int = 1000,
+        trees_per_prompt: int = 1,
+        max_rows: int = DEFAULT_MAX_ROWS,
+        fast_forward: bool = True,
         progress: Optional[bool] = None,
     ):
         super().__init__(progress=progress)
+        self.trees_per_prompt, self.max_rows = check_forest_options(trees_per_prompt, max_rows, reuse_tree)
+        if not isinstance(fast_forward, bool):
+            raise DiffalignError(f"fast_forward must be true or false, got {fast_forward!r}")
+        self.fast_forward = fast_forward
         lam = self.default_lam if lam is None else lam
         c_pw = self.default_c_pw if c_pw is None else c_pw
         alpha = self.default_alpha if alpha is None else alpha
@@ -173,6 +188,11 @@ class PaperDTSSampler(Sampler):
         self.tree: Optional[DiffusionTree] = None
         self._tree_key: Optional[tuple] = None
         self._last_reward = None
+
+    def _fresh_copy(self):
+        clone = super()._fresh_copy()
+        clone.tree, clone._tree_key, clone._last_reward = None, None, None
+        return clone
 
     # -- selection rules (DTS: Boltzmann; DTS*: UCT) ------------------------------------------------
     def choose_child(self, tree: DiffusionTree, node: int, kids: list[int], rng: np.random.Generator) -> tuple[int, float]:
@@ -271,7 +291,8 @@ class PaperDTSSampler(Sampler):
                 row_cost, row_nodes = (0, 0) if node is None else pool.cost(node, evals)
                 if node is None or tree.is_terminal(node) or row_cost > left:
                     # (a shallower node may still fit the budget)
-                    selections += self.repeat_dead_end(tree, path, pool.pending, allowance - 1)
+                    if self.fast_forward:
+                        selections += self.repeat_dead_end(tree, path, pool.pending, allowance - 1)
                     continue
                 if not tree.can_add(pool.reserved_nodes + new_nodes + row_nodes):
                     memory_full = True
@@ -379,6 +400,7 @@ class DTSStarSampler(PaperDTSSampler):
 
     name = "dts-star"
     greedy_output = True
+    forest_merge = "best"  # a prompt's trees: its best samples over all of them
     default_lam = math.inf
     # Search tolerates (and needs) a narrow, deep tree: see benchmarks/search.py and the README
     default_c_pw, default_alpha, default_c_uct = 1.0, 0.5, 0.3

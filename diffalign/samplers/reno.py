@@ -11,9 +11,14 @@ lambda = 0.01; the output is the best-scoring iterate of each sample. Samples ar
 batch, but every quantity is per sample (the objective is a sum of per-sample terms, the clip is
 per sample and the optimisers are elementwise), so a sample's trajectory does not depend on the others.
 
+**Iterations** follow ReNO's reference (``n_iters``): ``iterations`` is the number of evaluated iterates,
+so 50 iterations take 49 gradient steps and the last iterate is scored but not stepped from. (Until
+this was fixed, 50 iterations took 50 steps and evaluated 51 iterates.)
+
 NFE convention (the same as :class:`~diffalign.RewardGuidance`): a backward pass through the
-generator counts as one more pass. One iteration costs ``2 x steps x passes`` per sample (forward +
-backward); the final iterate's forward costs ``steps x passes`` more. Reward evaluations are never NFE.
+generator counts as one more pass. Each gradient step costs ``2 x steps x passes`` per sample
+(forward + backward); the last iterate's forward costs ``steps x passes`` more. Reward evaluations
+are never NFE.
 """
 
 from __future__ import annotations
@@ -36,8 +41,8 @@ OPTIMIZERS = ("sgd", "adam")
 
 
 def reno_cost(iterations: int, passes: int) -> int:
-    """NFE per sample: forward + backward per iteration, then the final forward."""
-    return (2 * iterations + 1) * passes
+    """NFE per sample: forward + backward for each of the ``iterations - 1`` steps, then the last forward."""
+    return (2 * iterations - 1) * passes
 
 
 @SAMPLERS.register("reno")
@@ -45,7 +50,7 @@ class ReNOSampler(Sampler):
     """Per-sample optimisation of the initial noise of a few-step generator toward high reward.
 
     Args:
-        iterations: gradient steps per sample (50 in the paper).
+        iterations: evaluated iterates per sample, ``iterations - 1`` gradient steps (50 in the paper).
         optimizer: "sgd" (Nesterov momentum) or "adam".
         lr: learning rate (5 in the paper, for SGD).
         momentum: SGD's Nesterov momentum.
@@ -56,7 +61,7 @@ class ReNOSampler(Sampler):
         progress, batch_size: as for every sampler (``batch_size`` samples are optimised together).
 
     ``steps`` of :meth:`sample` is the generator's step count (1-4 for ``digits-fast``). ``out.info``
-    holds ``reward_trace`` (the mean reward of the current iterates at each iteration, 0..iterations),
+    holds ``reward_trace`` (the mean reward of the current iterates at each iteration, 0..iterations - 1),
     ``initial_rewards``, ``noise_norms`` (||z|| of the returned noises) and ``noise_shift_norms``
     (||z - z_initial||, comparable to HyperNoise's ||f(z)||).
     """
@@ -127,7 +132,7 @@ class ReNOSampler(Sampler):
         optimizer = self._make_optimizer(z)
         best_x = best_z = best_r = None
         trace = []
-        bar = self.progress_bar(range(self.iterations + 1), desc="reno iterations", leave=False)
+        bar = self.progress_bar(range(self.iterations), desc="reno iterations", leave=False)
         for it in bar:
             with torch.enable_grad():
                 x0 = generate(model, z, cond, steps, kernel)
@@ -145,7 +150,7 @@ class ReNOSampler(Sampler):
                     best_r = torch.where(better, current, best_r)
                 else:
                     best_x, best_z, best_r = x0.detach(), z.detach().clone(), current
-                if it == self.iterations:
+                if it == self.iterations - 1:  # the reference scores its last iterate without stepping from it
                     break
                 objective = -values + self.regularization * chi_norm_regularizer(z)
                 (grad,) = torch.autograd.grad(objective.sum(), z)

@@ -63,9 +63,22 @@ def batched_rollouts(
     return torch.cat(chunks)
 
 
-def evaluate_reward(reward, model: Denoiser, x0: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Rewards of model-space samples (decoded first), in batches, as float32 on x0's device."""
-    values = [reward(model.decode(chunk)).reshape(-1).float() for chunk in x0.split(batch_size)]
+def evaluate_reward(reward, model: Denoiser, x0: torch.Tensor, batch_size: int,
+                    prompts: Optional[list] = None, metadata: Optional[list] = None) -> torch.Tensor:
+    """Rewards of model-space samples (decoded first), in batches, as float32 on x0's device.
+
+    ``prompts`` / ``metadata``: one per row of ``x0`` (a prompt set's rows), passed on chunk by chunk.
+    """
+    values = []
+    for start in range(0, x0.shape[0], batch_size):
+        chunk = x0[start:start + batch_size]
+        if prompts is None:
+            scores = reward(model.decode(chunk))
+        else:
+            rows = slice(start, start + chunk.shape[0])
+            scores = reward(model.decode(chunk), prompts=prompts[rows],
+                            metadata=None if metadata is None else metadata[rows])
+        values.append(scores.reshape(-1).float())
     return torch.cat(values).to(x0.device)
 
 

@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 from ..errors import DiffalignError, choice_error
 from ..kernels import Kernel
 from ..models.conditioning import index_condition
-from .base import SampleOutput, Sampler, check_positive_int
+from .base import SampleOutput, Sampler, check_positive_int, too_small_budget
+from .prompt_groups import grouped_noise, plan_units
 from .registry import SAMPLERS
 from .rollout import evaluate_reward, initial_noise, pooled_rollout_plan, resolve_kernel
 from .weights import effective_sample_size, multinomial_resample, systematic_resample
@@ -49,6 +50,7 @@ class SMCSampler(Sampler):
     name = "smc"
     needs_reward = True
     pools_samples = True
+    batches_prompts = True
 
     def __init__(
         self,
@@ -73,42 +75,71 @@ class SMCSampler(Sampler):
         self.kernel, self.kernel_options = kernel, dict(kernel_options or {})
 
     def _sample(self, model, reward, num_samples, nfe, steps, generator, cond):
-        kernel = resolve_kernel(model, self.kernel, **self.kernel_options)
         rows, k = pooled_rollout_plan(model, cond, steps, nfe, self.name)
+        out = self._run(model, reward, rows, k, [generator], num_samples, steps, None, None)
+        out.info = {key: value[0] if isinstance(value, list) else value for key, value in out.info.items()}
+        return out
+
+    def _sample_prompts(self, model, reward, groups, num_samples, nfe, steps):
+        per_rollout = steps * model.evals_for(groups.condition(0))
+        if nfe is None or nfe < per_rollout:
+            raise too_small_budget(self.name, nfe, per_rollout, f"one rollout of {steps} steps per prompt")
+        k = nfe // per_rollout
+        return self._run(model, reward, groups.rows(k), k, groups.generators, num_samples, steps,
+                         groups.row_prompts(k), groups.row_metadata(k))
+
+    def _run(self, model, reward, rows, k, generators, num_samples, steps, prompts, metadata) -> SampleOutput:
+        """K particles for each of G groups (one per prompt; G = 1 without a prompt set), rows group by
+        group. Model calls take ``batch_size`` rows across groups; noise, weights, ESS and resampling are
+        per group, each from its own generator in its one-group order."""
+        kernel = resolve_kernel(model, self.kernel, **self.kernel_options)
+        groups = len(generators)
         grid = model.schedule.time_grid(steps)
-        x = initial_noise(model, k, generator)
-        log_w = torch.zeros(k, dtype=torch.float64, device=x.device)
+        x = torch.cat([initial_noise(model, k, g) for g in generators])
+        log_w = torch.zeros(groups, k, dtype=torch.float64, device=x.device)
         # r_prev ("diff") or running max ("max"); -inf: no reward seen yet, so any first reward is the max
-        previous = torch.full((k,), -float("inf"), dtype=torch.float64, device=x.device)
+        previous = torch.full((groups, k), -float("inf"), dtype=torch.float64, device=x.device)
+        units = plan_units([k] * groups, self.batch_size)
         first_evaluation = True
-        resamples = 0
+        resamples = [0] * groups
         for i in tqdm(range(steps), desc=self.name, disable=not self.show_progress()):
             preds, x_next = [], torch.empty_like(x)
-            for chunk in torch.arange(k, device=x.device).split(self.batch_size):
+            noise = None
+            if kernel.stochastic:  # each group's noise in its one-group chunks, whatever the packing
+                noise = grouped_noise(model.shape, [u for call in units for u in call], generators, x.device, x.dtype)
+            for chunk in torch.arange(groups * k, device=x.device).split(self.batch_size):
                 pred = model.predict(x[chunk], grid[i], index_condition(rows, chunk))
-                noise = torch.randn(x[chunk].shape, generator=generator, device=x.device, dtype=x.dtype)
-                x_next[chunk] = kernel.step(pred, grid[i + 1], noise if kernel.stochastic else None)
+                x_next[chunk] = kernel.step(pred, grid[i + 1], None if noise is None else noise[chunk])
                 preds.append(pred.x0)
             last = i + 1 == steps
             if (i + 1) % self.resample_every == 0 or last:
                 # potential of the state at the *start* of the step, through its denoised estimate;
                 # at the last step the estimate is x0 itself, which completes the telescoping product
                 estimate = x_next if last else torch.cat(preds)
-                r_t = evaluate_reward(reward, model, estimate, self.batch_size).double()
-                r_t = torch.nan_to_num(r_t, nan=-float("inf"), posinf=-float("inf"))
+                r_t = evaluate_reward(reward, model, estimate, self.batch_size, prompts, metadata).double()
+                r_t = torch.nan_to_num(r_t, nan=-float("inf"), posinf=-float("inf")).view(groups, k)
                 current = r_t if self.potential == "diff" else torch.maximum(previous, r_t)
                 # the first potential has no predecessor: G = exp(lambda r_t), whatever step it falls on
                 log_w = log_w + self.lam * (current if first_evaluation else current - previous)
                 first_evaluation = False
                 log_w = torch.nan_to_num(log_w, nan=-float("inf"))
                 previous = current
-                if not last and effective_sample_size(log_w) < self.ess_threshold * k:
-                    idx = systematic_resample(log_w, k, generator).to(x.device)
-                    x_next, previous = x_next[idx], previous[idx]
-                    log_w = torch.zeros_like(log_w)
-                    resamples += 1
+                if not last:
+                    x_next = x_next.view(groups, k, *x.shape[1:])
+                    for g in range(groups):  # resampling never crosses prompts
+                        if effective_sample_size(log_w[g]) < self.ess_threshold * k:
+                            idx = systematic_resample(log_w[g], k, generators[g]).to(x.device)
+                            x_next[g], previous[g] = x_next[g][idx], previous[g][idx]
+                            log_w[g] = 0.0
+                            resamples[g] += 1
+                    x_next = x_next.view(groups * k, *x.shape[1:])
             x = x_next
-        chosen = multinomial_resample(log_w, num_samples, generator).to(x.device)
-        final_r = previous if self.potential == "diff" else evaluate_reward(reward, model, x, self.batch_size).double()
-        return SampleOutput(x[chosen], final_r[chosen].float(), nfe=0,
-                            info={"particles": k, "resamples": resamples, "ess": effective_sample_size(log_w)})
+        if self.potential == "diff":
+            final_r = previous
+        else:
+            final_r = evaluate_reward(reward, model, x, self.batch_size, prompts, metadata).double().view(groups, k)
+        chosen = torch.cat([multinomial_resample(log_w[g], num_samples, generators[g]).to(x.device) + g * k
+                            for g in range(groups)])
+        return SampleOutput(x[chosen], final_r.reshape(-1)[chosen].float(), nfe=0,
+                            info={"particles": k, "resamples": resamples,
+                                  "ess": [effective_sample_size(log_w[g]) for g in range(groups)]})

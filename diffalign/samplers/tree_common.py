@@ -64,3 +64,12 @@ def warn_memory_full(name: str, max_memory_bytes: int, info: dict) -> None:
         "(raise max_memory_bytes, or use storage_dtype='float16')",
         SamplingWarning, stacklevel=4,
     )
+
+
+def check_forest_options(trees_per_prompt, max_rows, reuse_tree) -> tuple[int, int]:
+    """``trees_per_prompt`` and ``max_rows`` as positive integers; a forest does not reuse a tree."""
+    check_positive_int("trees_per_prompt", trees_per_prompt)
+    check_positive_int("max_rows", max_rows)
+    if reuse_tree and trees_per_prompt > 1:
+        raise DiffalignError("reuse_tree grows one tree across calls; it does not combine with trees_per_prompt > 1")
+    return trees_per_prompt, max_rows

@@ -29,6 +29,7 @@ import contextlib
 import copy
 import math
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -111,6 +112,21 @@ class Trainer:
         if isinstance(self.reward, torch.nn.Module):
             self.reward = self.reward.to(device)
         self.cond = config.model.cond
+        self.train_prompts = None
+        if config.data.train_prompts is not None:
+            from .prompt_data import TrainingPrompts
+
+            self.train_prompts = TrainingPrompts(config.data.train_prompts, config.seed)
+        self.scorer = None
+        if tc.async_scoring:
+            from ..rewards.async_scoring import AsyncScorer
+
+            self.scorer = AsyncScorer(self.reward)
+        self.evaluator = None
+        if config.data.test_prompts is not None:
+            from .prompt_eval import PromptEvaluator
+
+            self.evaluator = PromptEvaluator(self)
         optimizer = torch.optim.AdamW(
             self.params, lr=tc.learning_rate, betas=(tc.adam_beta1, tc.adam_beta2), eps=tc.adam_epsilon,
             weight_decay=tc.weight_decay,
@@ -118,7 +134,9 @@ class Trainer:
         # The LR scheduler stays unprepared: accelerate's wrapper steps it once per process.
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
         self.optimizer = self.accelerator.prepare(optimizer)
-        self.ema = EMAModel(self.params, decay=tc.ema_decay) if tc.ema_decay > 0 else None
+        # diffusers ramps the decay as (1 + n) / (10 + n) whatever ema_decay says; min_decay = decay turns
+        # the ramp off (its first update still copies the weights, decay 0)
+        self.ema = EMAModel(self.params, decay=tc.ema_decay, min_decay=0.0 if tc.ema_warmup else tc.ema_decay) if tc.ema_decay > 0 else None
         self.step = 0
 
     # -- hooks ---------------------------------------------------------------------------------
@@ -135,6 +153,57 @@ class Trainer:
     def data_position(self, step: int) -> int:
         """Micro-batches consumed before ``step`` (recorded in checkpoints)."""
         return step * self.micro_batches_per_step
+
+    # -- prompts and rollouts ------------------------------------------------------------------
+    def rollout_rows(self, step: int, index: int, groups: int, group_size: int):
+        """Conditions of a micro-batch's ``groups x group_size`` rollouts, group by group, with each row's
+        prompt: one prompt per group from the training file, or the fixed ``model.cond``."""
+        from .prompt_data import GroupRows, group_rows
+
+        if self.train_prompts is None:
+            return GroupRows(self.model.encode_condition(self.cond, groups * group_size), None, None)
+        chosen = self.train_prompts.draw(step, index, groups)
+        prompt_set = self.train_prompts.prompt_set
+        metadata = None if prompt_set.metadata is None else [prompt_set.metadata[i] for i in chosen]
+        return group_rows(self.model, [prompt_set.prompts[i] for i in chosen], metadata, group_size)
+
+    def score_rollouts(self, samples: torch.Tensor, rows):
+        """The rewards of a micro-batch's samples (``rows``: their prompts), as a tensor, or -- with
+        ``train.async_scoring`` -- a Future resolved by :meth:`finish_micro_batch` after the step's
+        other micro-batches have rolled out."""
+        from .regression import score
+
+        if self.scorer is None:
+            return score(self.reward, self.model, samples, rows.prompts, rows.metadata)
+        with torch.no_grad():
+            images = self.model.decode(samples)
+        return self.scorer.submit(images, rows.prompts, rows.metadata)
+
+    def finish_micro_batch(self, batch: Any) -> Any:
+        """Complete a micro-batch once all of this process's micro-batches of the step have rolled out
+        (a hook: a method that scores asynchronously resolves its rewards here)."""
+        return batch
+
+    def policy(self, model):
+        """The policy that rolls out (and, for GRPO, whose log-probs are trained): ``model`` under CFG
+        when ``model.guidance_scale > 1`` and ``train.rollout_cfg`` (Flow-GRPO samples and computes
+        log-probs with CFG), else the conditional model alone."""
+        from ..models.wrappers import CFGDenoiser
+
+        scale = self.config.model.guidance_scale
+        if scale > 1.0 and self.config.train.rollout_cfg:
+            return CFGDenoiser(model, scale)
+        return model
+
+    def evaluate(self) -> None:
+        """Evaluate the test prompts now (main process; the others wait)."""
+        if self.evaluator is None:
+            return
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            self.evaluator.evaluate(self.step)
+        acc.wait_for_everyone()
 
     # -- setup ---------------------------------------------------------------------------------
     def _trainable_parameters(self) -> list[torch.nn.Parameter]:
@@ -189,6 +258,7 @@ class Trainer:
         with acc.autocast():
             batches = [self.make_micro_batch(self.step, i, seeded_generator(self.config.seed, self.step, i))
                        for i in self.my_micro_batches()]
+            batches = [self.finish_micro_batch(batch) for batch in batches]
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
 
@@ -197,24 +267,65 @@ class Trainer:
             counts[key] = counts.get(key, 0) + 1
 
         for update in range(self.updates_per_step()):
+            finite = True
             for batch in batches:
                 with acc.autocast():
                     loss, metrics = self.compute_loss(batch, update)
+                finite = finite and bool(torch.isfinite(loss.detach()).all())
                 acc.backward(loss / tc.gradient_accumulation_steps)
                 for key, value in metrics.items():
                     record(key, value)
             self._average_gradients_across_processes()
             if tc.max_grad_norm > 0:
                 record("grad_norm", acc.clip_grad_norm_(self.params, tc.max_grad_norm))
-            self.optimizer.step()
+            if self._update_is_finite(finite):
+                self.nonfinite_streak = 0
+                self.optimizer.step()
+                if self.ema is not None:
+                    self.ema.step(self.params)
+                    record("ema_decay", self.ema.cur_decay_value)  # the effective decay, below ema_decay during warm-up
+            else:
+                self._skip_nonfinite_update()
+            record("skipped_updates", float(self.nonfinite_streak > 0))
             self.optimizer.zero_grad(set_to_none=True)
-            if self.ema is not None:
-                self.ema.step(self.params)
         self.lr_scheduler.step()
         self.step += 1
         totals = {key: sums[key] / counts[key] for key in sums}
         totals["lr"] = self.lr_scheduler.get_last_lr()[0]
         return self._mean_across_processes(totals)
+
+    nonfinite_streak = 0
+
+    def _update_is_finite(self, loss_finite: bool) -> bool:
+        """Whether every process's loss and the (averaged) gradient are finite; the processes agree."""
+        scaler = getattr(self.accelerator, "scaler", None)
+        # under fp16's GradScaler an overflowing gradient is routine (the scaler skips that step and lowers
+        # its scale), so only the loss counts there
+        grads = [] if scaler is not None and scaler.is_enabled() else [p.grad for p in self.params if p.grad is not None]
+        finite = loss_finite and (not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()))
+        if self.accelerator.num_processes > 1:
+            flag = torch.tensor([0.0 if finite else 1.0], device=self.accelerator.device)
+            finite = float(self.accelerator.reduce(flag, reduction="sum")[0]) == 0.0
+        return finite
+
+    def _skip_nonfinite_update(self) -> None:
+        """A NaN/inf loss or gradient: the weights are left as they were (the step count, the data and the
+        LR schedule move on), the skip is reported, and ``max_nonfinite_updates`` in a row stop the run
+        before anything non-finite can reach a checkpoint."""
+        tc = self.config.train
+        scaler = getattr(self.accelerator, "scaler", None)
+        if scaler is not None and scaler.is_enabled():
+            self.optimizer.step()  # fp16: the GradScaler skips this step itself and lowers its scale
+        self.nonfinite_streak += 1
+        if self.accelerator.is_main_process:
+            tqdm.write(f"diffalign: warning: step {self.step + 1}: non-finite loss or gradient, update skipped "
+                       f"({self.nonfinite_streak} in a row)", file=sys.stderr)
+        if self.nonfinite_streak >= tc.max_nonfinite_updates:
+            raise DiffalignError(
+                f"{self.nonfinite_streak} updates in a row had a non-finite loss or gradient (step {self.step + 1}); "
+                f"the run stopped, its last good checkpoint is kept in {self.checkpoints_dir} "
+                "(lower train.learning_rate, or check the reward for NaN/inf)"
+            )
 
     def _average_gradients_across_processes(self) -> None:
         if self.accelerator.num_processes == 1:
@@ -245,6 +356,8 @@ class Trainer:
         bar = tqdm(total=max_steps, initial=self.step, desc=f"train {self.name}", disable=not acc.is_main_process,
                    dynamic_ncols=True)
         metrics: dict[str, float] = {}
+        if self.step == 0 and self.config.data.eval_every:
+            self.evaluate()  # the base model's line: what every later evaluation is compared with
         start = time.perf_counter()
         while self.step < max_steps:
             metrics = self.train_step()
@@ -255,8 +368,12 @@ class Trainer:
             bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in self.progress_keys})
             if tc.checkpoint_every and self.step % tc.checkpoint_every == 0 and self.step < max_steps:
                 self.save_checkpoint()
+            every = self.config.data.eval_every
+            if every and self.step % every == 0 and self.step < max_steps:
+                self.evaluate()
         bar.close()
         self.save_checkpoint()
+        self.evaluate()
         self.save_final()
         acc.end_training()
         return metrics
@@ -279,15 +396,23 @@ class Trainer:
             ckpt.save_checkpoint(
                 self.checkpoints_dir, self.step, trainable=self.trainable_state(),
                 optimizer=self.optimizer.optimizer.state_dict(), scheduler=self.lr_scheduler.state_dict(), ema=ema,
-                extra={"data_position": self.data_position(self.step), "method": self.name},
+                extra={"data_position": self.data_position(self.step), "method": self.name, **self._scaler_state()},
                 keep=self.config.train.keep_checkpoints,
             )
         acc.wait_for_everyone()
 
     def resume(self) -> bool:
         """Load the latest complete checkpoint, if any. A corrupt one is an error, never skipped."""
+        if (self.output_dir / "config.yaml").is_file():  # the API checks a recorded run as the CLI does
+            from .command import check_recorded_config
+            from .config import to_dict
+
+            check_recorded_config(self.output_dir, to_dict(self.config))
         if self.accelerator.is_main_process:
+            from .run_dir import remove_leftovers
+
             ckpt.remove_partial_checkpoints(self.checkpoints_dir)
+            remove_leftovers(self.output_dir)  # .final.* / .final.old-* of a run killed while writing final/
         found = ckpt.list_checkpoints(self.checkpoints_dir)
         if not found:
             return False
@@ -298,15 +423,30 @@ class Trainer:
         with torch.no_grad():
             for name, p in named.items():
                 p.copy_(state["trainable"][name])
-        self.optimizer.optimizer.load_state_dict(state["optimizer"])
-        self.lr_scheduler.load_state_dict(state["scheduler"])
+        try:
+            self.optimizer.optimizer.load_state_dict(state["optimizer"])
+            self.lr_scheduler.load_state_dict(state["scheduler"])
+        except (KeyError, ValueError, TypeError, RuntimeError) as err:
+            raise DiffalignError(f"checkpoint {found[-1][1]} holds an optimizer or scheduler state this run cannot use "
+                                 f"({type(err).__name__}); delete it to resume from the previous checkpoint") from None
         if self.ema is not None and state["ema"] is not None:
             ema = state["ema"]
             self.ema.shadow_params = [ema[str(i)].to(p.device) for i, p in enumerate(self.params)]
             self.ema.optimization_step = int(ema["optimization_step"][0])
-        ckpt.restore_rng(state["rng"], state["python_rng"])
+        scaler = getattr(self.accelerator, "scaler", None)
+        if scaler is not None and state["extra"].get("grad_scaler"):
+            scaler.load_state_dict(state["extra"]["grad_scaler"])
+        ckpt.restore_rng(state["rng"], state["python_rng"], state["directory"])
         self.step = state["step"]
         return True
+
+    def _scaler_state(self) -> dict:
+        """fp16's GradScaler (loss scale and growth tracker): without it a resumed fp16 run restarts at
+        the initial scale of 65,536 and skips steps an uninterrupted run would take."""
+        scaler = getattr(self.accelerator, "scaler", None)
+        if scaler is None or not scaler.is_enabled():
+            return {}
+        return {"grad_scaler": {k: (float(v) if isinstance(v, float) else int(v)) for k, v in scaler.state_dict().items()}}
 
     def save_final(self) -> Path:
         """``final/``: the LoRA in diffusers format, or (full fine-tuning) a complete model directory
@@ -317,8 +457,10 @@ class Trainer:
         target = self.output_dir / FINAL
         acc.wait_for_everyone()
         if acc.is_main_process:
-            with self._ema_weights(), atomic_directory(target) as tmp:
-                self.write_final(tmp)
+            with self._ema_weights():
+                ckpt.check_finite(self.trainable_state(), f"final weights {target}")
+                with atomic_directory(target) as tmp:
+                    self.write_final(tmp)
         acc.wait_for_everyone()
         return target
 

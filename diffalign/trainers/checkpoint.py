@@ -32,6 +32,8 @@ from ..atomic import atomic_directory
 from ..errors import DiffalignError
 
 STATE_FILE = "state.json"
+STATE_HASH = "state_sha256"
+_FILE_NAME = re.compile(r"[a-z_]+\.safetensors")
 PATTERN = re.compile(r"^step-(\d+)$")
 
 
@@ -120,7 +122,16 @@ def rng_tensors() -> dict[str, torch.Tensor]:
     return tensors
 
 
-def restore_rng(tensors: dict[str, torch.Tensor], python_state) -> None:
+def restore_rng(tensors: dict[str, torch.Tensor], python_state, where: Path | None = None) -> None:
+    """Restore every generator; a malformed state is one line naming the checkpoint."""
+    try:
+        _restore_rng(tensors, python_state)
+    except (KeyError, IndexError, ValueError, TypeError, RuntimeError) as err:
+        raise DiffalignError(f"corrupt checkpoint RNG state in {where or 'the checkpoint'} ({type(err).__name__}); "
+                             "delete that checkpoint to resume from the previous one") from None
+
+
+def _restore_rng(tensors: dict[str, torch.Tensor], python_state) -> None:
     torch.set_rng_state(tensors["torch"])
     cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("cuda."))]
     if cuda and torch.cuda.is_available():
@@ -131,10 +142,21 @@ def restore_rng(tensors: dict[str, torch.Tensor], python_state) -> None:
     random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
 
 
+def check_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
+    """Refuse NaN/inf weights: a checkpoint or adapter holding them would be saved with exit 0 and
+    poison every later resume or sample."""
+    for name, tensor in tensors.items():
+        if torch.is_tensor(tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise DiffalignError(f"{what}: parameter {name!r} holds non-finite values (NaN or inf); refusing to use them")
+
+
 # -- save / load -------------------------------------------------------------------------------
 def save_checkpoint(root: Path, step: int, *, trainable: dict[str, torch.Tensor], optimizer: dict,
                     scheduler: dict, ema: Optional[dict[str, torch.Tensor]], extra: dict, keep: int) -> Path:
     target = checkpoint_dir(root, step)
+    check_finite(trainable, f"checkpoint {target}")
+    if ema is not None:
+        check_finite(ema, f"checkpoint {target} (EMA)")
     with atomic_directory(target) as tmp:
         files = {"trainable.safetensors": (trainable, None)}
         opt_tensors, opt_meta = optimizer_tensors(optimizer)
@@ -151,34 +173,108 @@ def save_checkpoint(root: Path, step: int, *, trainable: dict[str, torch.Tensor]
             "extra": extra,
             "sha256": {name: _sha256(tmp / name) for name in files},
         }
+        state[STATE_HASH] = _state_hash(state)
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
     for _, old in list_checkpoints(root)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        # rename first (atomic): a kill during rmtree leaves a hidden .step-* directory, which the
+        # next run deletes, never a half-deleted step-* that still looks complete
+        doomed = old.with_name(f".{old.name}.pruned-{os.getpid()}")
+        os.replace(old, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
     return target
 
 
+def _state_hash(state: dict) -> str:
+    """SHA-256 of state.json's content without this hash (canonical JSON): an edited step, file list
+    or RNG state no longer matches."""
+    body = {k: v for k, v in state.items() if k != STATE_HASH}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _check_state(state, directory: Path, state_path: Path) -> None:
+    """state.json's schema, its own hash, its step against the directory name and its file list
+    against the directory's files; every failure is one line naming the file."""
+    def bad(what: str):
+        return DiffalignError(f"corrupt checkpoint file {state_path} ({what}); delete {directory} to resume from the previous checkpoint")
+
+    if not isinstance(state, dict):
+        raise bad("not a JSON object")
+    missing = [k for k in ("step", "scheduler", "python_rng", "sha256") if k not in state]
+    if missing:
+        raise bad(f"missing key {missing[0]!r}")
+    step = state["step"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise bad(f"step {step!r} is not a non-negative integer")
+    if STATE_HASH in state and state[STATE_HASH] != _state_hash(state):
+        raise bad("its content does not match its own hash: edited")
+    match = PATTERN.match(directory.name)
+    if match and int(match.group(1)) != step:
+        raise bad(f"step {step} does not match the directory name {directory.name}")
+    if not isinstance(state["scheduler"], dict) or not isinstance(state.get("extra", {}), dict):
+        raise bad("scheduler and extra must be objects")
+    rng = state["python_rng"]
+    if not (isinstance(rng, list) and len(rng) == 3 and isinstance(rng[1], list) and len(rng[1]) == 625
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in rng[1])):
+        raise bad("python_rng is not a Python random state")
+    checksums = state["sha256"]
+    if not isinstance(checksums, dict) or not all(isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) for v in checksums.values()):
+        raise bad("sha256 must map file names to SHA-256 digests")
+    outside = [name for name in checksums if not (isinstance(name, str) and _FILE_NAME.fullmatch(name))]
+    if outside:
+        raise bad(f"file name {outside[0]!r} is not a plain checkpoint file name (a path outside the checkpoint?)")
+    required = {"trainable.safetensors", "optimizer.safetensors", "rng.safetensors"}
+    if not required <= set(checksums):
+        raise bad(f"its file list lacks {sorted(required - set(checksums))[0]}")
+    present = {child.name for child in directory.iterdir()} - {STATE_FILE}
+    if present != set(checksums):
+        extra = sorted(present - set(checksums))
+        raise bad(f"the directory holds {extra[0]!r}, which its file list does not name" if extra
+                  else f"its file list names {sorted(set(checksums) - present)[0]!r}, which is missing")
+
+
 def load_checkpoint(directory: Path) -> dict:
-    """Read and verify a checkpoint; returns its parts (tensors on CPU)."""
+    """Read and verify a checkpoint; returns its parts (tensors on CPU).
+
+    Every check fails with one line naming the file: state.json's schema and own hash, its step
+    against the directory name, its file list against the directory (no path may leave it), each
+    file's SHA-256, and finite weights.
+    """
     directory = Path(directory)
     state_path = directory / STATE_FILE
     try:
         state = json.loads(state_path.read_text())
-        checksums = state["sha256"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    except (OSError, ValueError) as err:
         raise DiffalignError(f"corrupt checkpoint file {state_path} ({type(err).__name__}); delete {directory} to resume from the previous checkpoint") from None
+    _check_state(state, directory, state_path)
     parts = {}
-    for name, expected in checksums.items():
+    for name, expected in state["sha256"].items():
         path = directory / name
         if not path.is_file() or _sha256(path) != expected:
             raise DiffalignError(f"corrupt checkpoint file {path} (missing or checksum mismatch); delete {directory} to resume from the previous checkpoint")
-        parts[name] = _load_tensors(path)
+        try:
+            parts[name] = _load_tensors(path)
+        except Exception as err:  # a file whose checksum matches but which safetensors cannot read
+            raise DiffalignError(f"corrupt checkpoint file {path} ({type(err).__name__}); delete {directory} to resume from the previous checkpoint") from None
+    trainable = parts["trainable.safetensors"][0]
+    try:
+        check_finite(trainable, f"checkpoint file {directory / 'trainable.safetensors'}")
+        if "ema.safetensors" in parts:
+            check_finite(parts["ema.safetensors"][0], f"checkpoint file {directory / 'ema.safetensors'}")
+    except DiffalignError as err:
+        raise DiffalignError(f"{err}; delete {directory} to resume from the previous checkpoint") from None
+    try:
+        optimizer = optimizer_state_dict(*parts["optimizer.safetensors"])
+    except (KeyError, ValueError, TypeError, AttributeError):
+        raise DiffalignError(f"corrupt checkpoint file {directory / 'optimizer.safetensors'} (not an optimizer state); "
+                             f"delete {directory} to resume from the previous checkpoint") from None
     return {
         "step": int(state["step"]),
-        "trainable": parts["trainable.safetensors"][0],
-        "optimizer": optimizer_state_dict(*parts["optimizer.safetensors"]),
+        "trainable": trainable,
+        "optimizer": optimizer,
         "rng": parts["rng.safetensors"][0],
         "ema": parts["ema.safetensors"][0] if "ema.safetensors" in parts else None,
         "scheduler": state["scheduler"],
         "python_rng": state["python_rng"],
         "extra": state.get("extra", {}),
+        "directory": directory,
     }

@@ -3,17 +3,17 @@
 * A new (or empty) DIR starts a run and records its resolved config in ``DIR/config.yaml``.
 * Rerunning the same command on DIR resumes from the latest complete checkpoint. The config must match
   the recorded one, except for the keys in :data:`RESUMABLE_CHANGES` (so a run can be extended).
-* ``--overwrite`` starts afresh over a used DIR; anything else in a used DIR is refused.
+* ``--overwrite`` starts afresh over DIR, only when DIR holds a diffalign run and nothing else
+  (:mod:`.run_dir`); a used DIR without a run is refused, and so is one another run holds (``DIR/.lock``).
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from ..errors import DiffalignError
+from .run_dir import CONFIG_FILE, RunLock
 
-CONFIG_FILE = "config.yaml"
 RESUMABLE_CHANGES = {"train.max_steps", "train.checkpoint_every", "train.log_every", "train.keep_checkpoints", "train.report_to"}
 
 
@@ -25,7 +25,11 @@ def resolve_config(args):
         overrides.append(f"train.max_steps={args.max_steps}")
     if args.checkpoint_every is not None:
         overrides.append(f"train.checkpoint_every={args.checkpoint_every}")
-    return load_config(args.config, overrides)
+    config = load_config(args.config, overrides)
+    from ..cli_validation import check_train_config
+
+    check_train_config(config.model.name, config.reward.name, config.reward.options, config.model.cond)
+    return config
 
 
 def _flatten(node: dict, prefix: str = "") -> dict:
@@ -38,9 +42,23 @@ def _flatten(node: dict, prefix: str = "") -> dict:
     return flat
 
 
+def _defaults(method) -> dict:
+    """The flattened default config of a method ({} for an unknown one)."""
+    from .config import config_class, to_dict
+
+    try:
+        return _flatten(to_dict(config_class(method)()))
+    except DiffalignError:
+        return {}
+
+
 def check_same_run(recorded: dict, current: dict, directory: Path) -> None:
     old, new = _flatten(recorded), _flatten(current)
+    # a key added to the config after the run was recorded, left at its default, is the same run
+    defaults = _defaults(current.get("method"))
     for key in sorted(set(old) | set(new)):
+        if key not in old and key in defaults and new.get(key) == defaults[key]:
+            continue
         if key not in RESUMABLE_CHANGES and old.get(key) != new.get(key):
             raise DiffalignError(
                 f"{directory} holds a run with {key}={old.get(key)!r}, not {new.get(key)!r}; "
@@ -48,32 +66,62 @@ def check_same_run(recorded: dict, current: dict, directory: Path) -> None:
             )
 
 
-def prepare_output_dir(directory: Path, config_dict: dict, overwrite: bool, is_main: bool) -> None:
+def check_recorded_config(directory: Path, config_dict: dict) -> None:
+    """Refuse ``config_dict`` unless it is the run recorded in ``DIR/config.yaml`` (up to
+    :data:`RESUMABLE_CHANGES`); the CLI and the Python API (``Trainer.resume``) both call it."""
+    from ..safe_yaml import load
+
+    recorded_path = Path(directory) / CONFIG_FILE
+    try:
+        recorded = load(recorded_path.read_text(encoding="utf-8"), f"run config {recorded_path}")
+    except (DiffalignError, UnicodeDecodeError):
+        raise DiffalignError(f"corrupt run config {recorded_path}; pass --overwrite to start afresh") from None
+    if not isinstance(recorded, dict):
+        raise DiffalignError(f"corrupt run config {recorded_path} (not a mapping); pass --overwrite to start afresh")
+    check_same_run(recorded, config_dict, Path(directory))
+
+
+def prepare_output_dir(directory: Path, config_dict: dict, overwrite: bool, is_main: bool, before_writing=None):
+    """Check DIR against the new config, call ``before_writing`` (the CLI builds the trainer there, so
+    a model or reward that fails to load writes nothing), then (main process) write ``config.yaml``.
+    Returns what ``before_writing`` returned.
+
+    Called with the config already validated and, on the main process, the run lock held: so
+    ``--overwrite`` deletes nothing for a bad config, nothing during another run, and (see
+    :func:`~diffalign.trainers.run_dir.check_overwritable`) nothing that is not a diffalign run's.
+    """
     import yaml
 
     from ..atomic import atomic_write_bytes
+    from .run_dir import LOCK_FILE, check_overwritable, remove_leftovers, remove_run
 
     recorded_path = directory / CONFIG_FILE
-    if directory.exists() and not directory.is_dir():
-        raise DiffalignError(f"output directory {directory} is a file")
-    used = directory.is_dir() and any(directory.iterdir())
-    if used and not overwrite:
-        if not recorded_path.is_file():
-            raise DiffalignError(f"output directory {directory} is not empty and holds no diffalign run; pass --overwrite or use another --output-dir")
-        try:
-            recorded = yaml.safe_load(recorded_path.read_text())
-        except yaml.YAMLError:
-            raise DiffalignError(f"corrupt run config {recorded_path}; pass --overwrite to start afresh") from None
-        check_same_run(recorded or {}, config_dict, directory)
+    used = False
+    if is_main:
+        # only the main process looks at the directory: the others checking it too raced with the main
+        # process's writes (rank 1 saw a half-prepared directory: exit 2 in about 1 start in 3)
+        if directory.exists() and not directory.is_dir():
+            raise DiffalignError(f"output directory {directory} is a file")
+        used = directory.is_dir() and any(c.name != LOCK_FILE for c in directory.iterdir())
+        if used and overwrite:
+            check_overwritable(directory)
+        elif used:
+            if not recorded_path.is_file():
+                raise DiffalignError(f"output directory {directory} is not empty and holds no diffalign run (no {CONFIG_FILE}); "
+                                     "use another --output-dir")
+            check_recorded_config(directory, config_dict)
+    result = before_writing() if before_writing is not None else None
     if not is_main:
-        return
+        return result
     if used and overwrite:
-        shutil.rmtree(directory)
+        remove_run(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(directory)
         atomic_write_bytes(recorded_path, yaml.safe_dump(config_dict, sort_keys=False).encode())
     except OSError as err:
         raise DiffalignError(f"cannot write to output directory {directory}: {err.strerror}") from None
+    return result
 
 
 def run_train(args) -> None:
@@ -93,13 +141,21 @@ def run_train(args) -> None:
     from .base import no_accelerator
 
     state = PartialState(cpu=no_accelerator())
-    prepare_output_dir(directory, to_dict(config), args.overwrite, state.is_main_process)
-    state.wait_for_everyone()
+    lock = None
+    if state.is_main_process:
+        if directory.exists() and not directory.is_dir():
+            raise DiffalignError(f"output directory {directory} is a file")
+        lock = RunLock(directory).acquire()
+    try:
+        from . import get_trainer
 
-    from . import get_trainer
-
-    trainer = get_trainer(config.method)(config, directory)
-    metrics = trainer.train()
+        trainer = prepare_output_dir(directory, to_dict(config), args.overwrite, state.is_main_process,
+                                     before_writing=lambda: get_trainer(config.method)(config, directory))
+        state.wait_for_everyone()
+        metrics = trainer.train()
+    finally:
+        if lock is not None:
+            lock.release()
     if state.is_main_process and not metrics:
         print(f"{directory} is already at step {trainer.step} (train.max_steps); nothing to train, final weights in {directory / 'final'}")
     elif state.is_main_process:

@@ -9,6 +9,7 @@ dataclasses, so a typo or a bad value is one line that names the key and the val
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -36,12 +37,25 @@ class ModelConfig:
         ["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2"], "module names that get LoRA adapters"
     )
     gradient_checkpointing: bool = option(False, "recompute activations in the backward pass (when the network supports it)")
+    guidance_scale: float = option(1.0, "classifier-free guidance scale of rollouts and evaluation (1: one pass, no CFG)")
 
 
 @dataclass
 class RewardConfig:
     name: str = option("digit", "reward name (see 'diffalign list')")
     options: dict = option({}, "reward options, e.g. {target: 3}")
+
+
+@dataclass
+class DataConfig:
+    train_prompts: Optional[str] = option(None, "training prompt file: .txt (one prompt a line) or .jsonl ({prompt: ..., other fields = metadata}); null = model.cond")
+    test_prompts: Optional[str] = option(None, "held-out prompt file evaluated while training (same formats)")
+    eval_every: int = option(0, "steps between evaluations of the test prompts (0: only at the end)")
+    eval_rewards: list = option([], "evaluation panel: reward names or {name: ..., options: {...}}; empty = the training reward")
+    eval_samples_per_prompt: int = option(2, "samples per test prompt at each evaluation (fixed seeds)")
+    eval_steps: int = option(20, "sampler steps of an evaluation rollout")
+    eval_seed: int = option(0, "seed of the evaluation samples (test prompt i uses eval_seed + i)")
+    eval_grid_prompts: int = option(16, "test prompts shown in the logged image grid (one row each)")
 
 
 @dataclass
@@ -58,10 +72,17 @@ class TrainingConfig:
     gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step and process")
     mixed_precision: Literal["no", "bf16", "fp16"] = option("no", "autocast precision (accelerate)")
     ema_decay: float = option(0.0, "EMA of the trained weights (0 disables); the final adapter uses the EMA weights")
+    ema_warmup: bool = option(True, "diffusers' EMA warm-up: the decay ramps as (1 + n) / (10 + n) up to ema_decay "
+                                    "(0.918 at update 100 for 0.999); false: ema_decay from the second update. "
+                                    "The effective decay is logged as ema_decay")
     checkpoint_every: int = option(50, "steps between checkpoints (0: only the final one)")
     keep_checkpoints: int = option(2, "most recent checkpoints kept on disk")
     log_every: int = option(1, "steps between tracker logs")
-    report_to: Literal["tensorboard", "none"] = option("tensorboard", "accelerate tracker")
+    report_to: Literal["tensorboard", "wandb", "none"] = option("tensorboard", "accelerate tracker (wandb must be installed)")
+    async_scoring: bool = option(False, "score each micro-batch's rollouts in a background thread while the next micro-batch rolls out (GRPO; all within one step, so on-policy; overlaps from gradient_accumulation_steps >= 2; for slow or remote rewards)")
+    rollout_cfg: bool = option(True, "with model.guidance_scale > 1: rollouts and GRPO's log-probs use CFG (two passes), as Flow-GRPO does; false: the conditional model alone")
+    max_nonfinite_updates: int = option(3, "an update whose loss or gradient is NaN/inf is skipped and logged; this many in a "
+                                           "row stop the run, keeping the last good checkpoint")
 
 
 @dataclass
@@ -73,11 +94,13 @@ class TrainerConfig:
     model: ModelConfig = option(None, "the network and its adapters")
     reward: RewardConfig = option(None, "the reward")
     train: TrainingConfig = option(None, "optimisation and bookkeeping")
+    data: DataConfig = option(None, "prompt datasets and evaluation while training")
 
     def __post_init__(self):
         self.model = self.model or ModelConfig()
         self.reward = self.reward or RewardConfig()
         self.train = self.train or TrainingConfig()
+        self.data = self.data or DataConfig()
 
     def validate(self) -> None:
         """Value checks beyond types; raise DiffalignError naming the key."""
@@ -92,6 +115,46 @@ class TrainerConfig:
         require(t.learning_rate > 0, "train.learning_rate", t.learning_rate, "> 0")
         require(0 <= t.ema_decay < 1, "train.ema_decay", t.ema_decay, "in [0, 1)")
         require(self.model.lora_alpha > 0, "model.lora_alpha", self.model.lora_alpha, "> 0")
+        # each of these failed only after config.yaml was written (numpy's SeedSequence, AdamW's own checks)
+        require(isinstance(self.seed, int) and 0 <= self.seed < 2**64, "seed", self.seed, "an integer in [0, 2^64)")
+        require(0 <= t.adam_beta1 < 1, "train.adam_beta1", t.adam_beta1, "in [0, 1)")
+        require(0 <= t.adam_beta2 < 1, "train.adam_beta2", t.adam_beta2, "in [0, 1)")
+        require(t.adam_epsilon > 0, "train.adam_epsilon", t.adam_epsilon, "> 0")
+        require(t.max_nonfinite_updates >= 1, "train.max_nonfinite_updates", t.max_nonfinite_updates, ">= 1")
+        # a torch-free first bound (the trainer checks the rank against the model's layers too)
+        require(self.model.lora_rank <= MAX_LORA_RANK, "model.lora_rank", self.model.lora_rank, f"<= {MAX_LORA_RANK}")
+        require(self.model.guidance_scale >= 1, "model.guidance_scale", self.model.guidance_scale, ">= 1")
+        d = self.data
+        if d.train_prompts is not None and self.model.cond is not None:
+            raise DiffalignError("config keys 'model.cond' and 'data.train_prompts' exclude each other: train on one "
+                                 "fixed condition, or on a prompt file (each prompt is its samples' condition)")
+        for key in ("eval_samples_per_prompt", "eval_steps", "eval_grid_prompts"):
+            require(getattr(d, key) >= 1, f"data.{key}", getattr(d, key), ">= 1")
+        require(d.eval_every >= 0, "data.eval_every", d.eval_every, ">= 0")
+        if (d.eval_every or d.eval_rewards) and d.test_prompts is None:
+            raise DiffalignError("config keys 'data.eval_every' and 'data.eval_rewards' need 'data.test_prompts' (the held-out prompt file)")
+        if self.train.report_to == "wandb":
+            import importlib.util
+
+            if importlib.util.find_spec("wandb") is None:
+                raise DiffalignError("config key 'train.report_to' is 'wandb' but wandb is not installed: pip install wandb, "
+                                     "or use tensorboard")
+        for path in (d.train_prompts, d.test_prompts):
+            if path is not None:
+                from ..prompt_files import read_prompt_file
+
+                read_prompt_file(path, f"config key 'data.{'train' if path == d.train_prompts else 'test'}_prompts':")  # torch-free: a bad file is one line before anything is written
+
+
+MAX_LORA_RANK = 4096  # above any layer width of the supported families' LoRA targets
+
+
+def refuse_prompt_data(config: "TrainerConfig", why: str) -> None:
+    """For methods that train on one fixed condition: a ``data:`` section is one clear error, not ignored."""
+    d = config.data
+    if d.train_prompts is not None or d.test_prompts is not None:
+        raise DiffalignError(f"method {config.method!r} does not take a prompt dataset ({why}); remove 'data.train_prompts' "
+                             "and 'data.test_prompts' and set 'model.cond'")
 
 
 def require(ok: bool, key: str, value, what: str) -> None:
@@ -101,17 +164,20 @@ def require(ok: bool, key: str, value, what: str) -> None:
 
 # -- reading ------------------------------------------------------------------------------------
 def read_yaml(path) -> dict:
-    import yaml
+    from ..safe_yaml import load
 
     path = Path(path)
+    if path.is_dir():
+        raise DiffalignError(f"config file {path} is a directory; give a YAML file such as configs/grpo_digits.yaml")
     if not path.is_file():
         raise DiffalignError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise DiffalignError(f"config file {path} is not valid YAML{where}") from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DiffalignError(f"config file {path} is not UTF-8 text (a binary file?)") from None
+    except OSError as err:
+        raise DiffalignError(f"cannot read config file {path}: {err.strerror}") from None
+    data = load(text, f"config file {path}")
     if not isinstance(data, dict):
         raise DiffalignError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
     return data
@@ -121,7 +187,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """``key.path=value`` pairs (values parsed as YAML) set into a copy of the raw config."""
     import copy
 
-    import yaml
+    from ..safe_yaml import load
 
     data = copy.deepcopy(data)
     for pair in overrides:
@@ -134,7 +200,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise DiffalignError(f"override {pair!r}: {part!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = load(raw, f"override {pair!r}")
     return data
 
 
@@ -179,11 +245,13 @@ def _convert(hint, value, key: str):
     if hint is float:
         if isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise DiffalignError(f"config key {key!r} must be a number, got {value!r}")
+        if not math.isfinite(value):  # .inf / .nan would train into NaN weights and save them
+            raise DiffalignError(f"config key {key!r} must be a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -253,4 +321,19 @@ def config_from_dict(data: dict) -> TrainerConfig:
 
 def load_config(path, overrides: list[str] = ()) -> TrainerConfig:
     """Read a YAML preset, apply ``key.path=value`` overrides, and check every key, type and value."""
-    return config_from_dict(apply_overrides(read_yaml(path), list(overrides)))
+    return config_from_dict(_resolve_prompt_paths(apply_overrides(read_yaml(path), list(overrides)), Path(path)))
+
+
+def _resolve_prompt_paths(data: dict, config_path: Path) -> dict:
+    """A relative prompt-file path is taken from the working directory, or else from the config file's
+    directory (so a preset finds the prompt files shipped beside it from anywhere)."""
+    section = data.get("data")
+    if not isinstance(section, dict):
+        return data
+    for key in ("train_prompts", "test_prompts"):
+        value = section.get(key)
+        if isinstance(value, str) and not Path(value).is_absolute() and not Path(value).exists():
+            beside = config_path.parent / value
+            if beside.exists():
+                section[key] = str(beside)
+    return data

@@ -23,7 +23,7 @@ from ..models.conditioning import index_condition
 from ..samplers.rollout import resolve_kernel
 from .base import Trainer, seeded_generator
 from .flow_dpo_config import FlowDPOConfig
-from .losses import dpo_loss, timestep_beta
+from .losses import dpo_loss, finite_mean_std, preference_pairs, timestep_beta
 from .regression import generate, prediction_error, score, training_times
 
 
@@ -40,28 +40,39 @@ class FlowDPOTrainer(Trainer):
 
     def make_micro_batch(self, step, index, generator):
         c = self.config
+        pair_cond = None
         if self.pairs is not None:
             winners, losers, labels, rewards = self._file_pairs(step, index)
         else:
-            winners, losers, labels, rewards = self._online_pairs(generator)
+            winners, losers, pair_cond, rewards = self._online_pairs(step, index, generator)
+            labels = None
         draws = c.noise_draws
         winners, losers = winners.repeat_interleave(draws, 0), losers.repeat_interleave(draws, 0)
         n = winners.shape[0]
         noise = torch.randn((n, *self.model.shape), generator=generator).to(winners)
         t = training_times(n, generator)
-        cond = self.model.encode_condition(labels.repeat_interleave(draws, 0) if labels is not None else self.cond, n)
+        if pair_cond is not None:  # each pair is two samples of one prompt: both sides keep its condition
+            cond = index_condition(pair_cond, torch.arange(c.pairs_per_micro_batch).repeat_interleave(draws))
+        else:
+            cond = self.model.encode_condition(labels.repeat_interleave(draws, 0) if labels is not None else self.cond, n)
         return {"winners": winners, "losers": losers, "noise": noise, "t": t, "cond": cond, **rewards}
 
-    def _online_pairs(self, generator):
+    def _online_pairs(self, step, index, generator):
         c = self.config
         n = c.pairs_per_micro_batch * c.group_size
-        cond = self.model.encode_condition(self.cond, n)
-        samples = generate(self.model, self.kernel, c.sample_steps, cond, n, generator)
-        rewards = score(self.reward, self.model, samples).view(c.pairs_per_micro_batch, c.group_size)
-        best, worst = rewards.argmax(1), rewards.argmin(1)
-        rows = torch.arange(c.pairs_per_micro_batch) * c.group_size
-        stats = {"reward": rewards.mean().item(), "reward_gap": (rewards.max(1).values - rewards.min(1).values).mean().item()}
-        return samples[rows + best.cpu()], samples[rows + worst.cpu()], None, stats
+        # a pair is the best and worst of group_size samples of one prompt
+        rows = self.rollout_rows(step, index, c.pairs_per_micro_batch, c.group_size)
+        samples = generate(self.policy(self.model), self.kernel, c.sample_steps, rows.cond, n, generator)
+        rewards = score(self.reward, self.model, samples, rows.prompts, rows.metadata).view(c.pairs_per_micro_batch, c.group_size)
+        best, worst, _ = preference_pairs(rewards)  # finite rewards only; a group without a pair pairs a sample with itself (zero gradient)
+        starts = torch.arange(c.pairs_per_micro_batch) * c.group_size
+        finite = torch.where(torch.isfinite(rewards), rewards, torch.nan)
+        gaps = (finite.nan_to_num(-float("inf")).max(1).values - finite.nan_to_num(float("inf")).min(1).values)
+        stats = {"reward": finite_mean_std(rewards)[0], "reward_gap": finite_mean_std(gaps)[0]}
+        pair_cond = None
+        if self.train_prompts is not None and rows.cond is not None:
+            pair_cond = index_condition(rows.cond, starts.to(next(iter(rows.cond.values())).device))
+        return samples[starts + best.cpu()], samples[starts + worst.cpu()], pair_cond, stats
 
     def _file_pairs(self, step, index):
         c = self.config
@@ -98,7 +109,7 @@ class FlowDPOTrainer(Trainer):
         policy = prediction_error(self.model, x0, noise, t, cond)
         with torch.no_grad(), self.reference_policy() as reference:
             ref = prediction_error(reference, x0, noise, t, cond)
-        beta = c.beta if c.beta_schedule == "constant" else timestep_beta(c.beta, batch["t"]).to(policy.device)
+        beta = c.beta if c.beta_schedule == "constant" else timestep_beta(c.beta, batch["t"], self.model.prediction, self.model.schedule).to(policy.device)
         out = dpo_loss(policy[:n], policy[n:], ref[:n], ref[n:], beta)
         metrics = {
             "loss": out.loss.mean().item(),

@@ -12,7 +12,7 @@ from .config import TrainerConfig, option, require
 class FlowDPOConfig(TrainerConfig):
     method: str = option("flow_dpo", "trainer name")
     beta: float = option(500.0, "DPO inverse temperature beta")
-    beta_schedule: Literal["constant", "timestep"] = option("constant", "constant beta, or beta (1 - t)^2")
+    beta_schedule: Literal["constant", "timestep"] = option("constant", "constant beta, or the derived timestep beta (losses.timestep_beta): beta (1 - t)^2 on rectified flows, beta itself on eps-models")
     pairs_file: Optional[str] = option(None, "safetensors file of preference pairs (winners, losers[, cond]); null = online pairs")
     pairs_per_micro_batch: int = option(4, "preference pairs per micro-batch")
     group_size: int = option(8, "online pairs: samples per group (best vs worst)")

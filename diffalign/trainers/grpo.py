@@ -29,8 +29,7 @@ from ..kernels import DDIM, FlowSDE
 from ..samplers.rollout import resolve_kernel
 from .base import Trainer
 from .grpo_config import GRPOConfig
-from .losses import gaussian_kl, group_advantages, ppo_clip_loss
-from .regression import score
+from .losses import finite_mean_std, gaussian_kl, group_advantages, ppo_clip_loss
 from .trajectories import sample_trajectories, transition
 
 
@@ -62,20 +61,29 @@ class GRPOTrainer(Trainer):
     def make_micro_batch(self, step, index, generator):
         c = self.config
         n = c.group_size * c.groups_per_micro_batch
-        cond = self.model.encode_condition(self.cond, n)
+        # a group is group_size samples of one prompt (Flow-GRPO); advantages are normalised within it
+        rows = self.rollout_rows(step, index, c.groups_per_micro_batch, c.group_size)
         grid = self.model.schedule.time_grid(c.sample_steps)
-        trajectories = sample_trajectories(self.model, self.kernel, grid, cond, n, generator, c.log_prob_reduction)
-        rewards = score(self.reward, self.model, trajectories.samples)
+        trajectories = sample_trajectories(self.policy(self.model), self.kernel, grid, rows.cond, n, generator,
+                                           c.log_prob_reduction)
+        rewards = self.score_rollouts(trajectories.samples, rows)  # a Future with train.async_scoring
         steps = trajectories.trainable_steps
         count = max(1, round(c.timestep_fraction * steps))
         trained = torch.randperm(steps, generator=generator)[:count].sort().values
-        return {
-            "trajectories": trajectories,
-            "advantages": group_advantages(rewards, c.group_size, c.advantage_eps).to(trajectories.states.device),
-            "trained_steps": trained.tolist(),
-            "reward": rewards.mean().item(),
-            "reward_std": rewards.std().item(),
-        }
+        batch = {"trajectories": trajectories, "rewards": rewards, "trained_steps": trained.tolist()}
+        return batch if self.scorer is not None else self.finish_micro_batch(batch)
+
+    def finish_micro_batch(self, batch):
+        if "advantages" in batch:
+            return batch
+        c = self.config
+        rewards = batch.pop("rewards")
+        rewards = rewards.result() if hasattr(rewards, "result") else rewards
+        rewards = rewards.reshape(-1).float()
+        mean, std = finite_mean_std(rewards)
+        batch.update(advantages=group_advantages(rewards, c.group_size, c.advantage_eps).to(batch["trajectories"].states.device),
+                     reward=mean, reward_std=std)
+        return batch
 
     def compute_loss(self, batch, update):
         c = self.config
@@ -85,7 +93,7 @@ class GRPOTrainer(Trainer):
         steps = batch["trained_steps"]
         for j in steps:
             x, x_next = traj.states[j], traj.states[j + 1]
-            step = transition(self.model, self.kernel, x, traj.grid[j], traj.grid[j + 1], traj.cond)
+            step = transition(self.policy(self.model), self.kernel, x, traj.grid[j], traj.grid[j + 1], traj.cond)
             log_prob = step.log_prob(x_next, c.log_prob_reduction)
             ppo = ppo_clip_loss(log_prob, traj.log_probs[j], advantages, c.clip_range)
             loss = loss + ppo.loss / len(steps)
@@ -93,7 +101,8 @@ class GRPOTrainer(Trainer):
             clipped += ppo.clipped_fraction.item() / len(steps)
             if c.kl_coef > 0:
                 with torch.no_grad(), self.reference_policy() as reference:
-                    reference_step = transition(reference, self.kernel, x, traj.grid[j], traj.grid[j + 1], traj.cond)
+                    reference_step = transition(self.policy(reference), self.kernel, x, traj.grid[j], traj.grid[j + 1],
+                                                traj.cond)
                 kl = gaussian_kl(step.mean, reference_step.mean, step.std).mean()
                 loss = loss + c.kl_coef * kl / len(steps)
                 kl_total += kl.item() / len(steps)

@@ -20,7 +20,7 @@ class GRPOConfig(TrainerConfig):
     kernel_options: dict = option({}, "options of an overriding kernel")
     clip_range: float = option(1e-3, "PPO clip range c, on the scale of log_prob_reduction")
     log_prob_reduction: Literal["mean", "sum"] = option("mean", "per-step log-prob: per-element mean (Flow-GRPO) or sum")
-    kl_coef: float = option(0.0, "weight of the KL to the reference policy (adapters disabled)")
+    kl_coef: float = option(0.0, "weight of the exact per-step KL to the reference policy (adapters disabled); Flow-GRPO's beta is kl_coef / dt, i.e. kl_coef = beta * dt (losses.gaussian_kl)")
     inner_epochs: int = option(1, "optimizer updates per batch of rollouts")
     timestep_fraction: float = option(1.0, "share of the stochastic steps trained per micro-batch")
     advantage_eps: float = option(1e-4, "added to the group std")
@@ -36,4 +36,6 @@ class GRPOConfig(TrainerConfig):
         require(0 < self.timestep_fraction <= 1, "timestep_fraction", self.timestep_fraction, "in (0, 1]")
         require(0 < self.eta <= 1, "eta", self.eta, "in (0, 1]")
         require(self.noise_level > 0, "noise_level", self.noise_level, "> 0")
+        # eps = 0 divides a tied group's zero deviations by a zero std: NaN advantages
+        require(self.advantage_eps > 0, "advantage_eps", self.advantage_eps, "> 0")
 

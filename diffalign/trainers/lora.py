@@ -62,6 +62,16 @@ def lora_format(network: nn.Module) -> LoraFormat:
     return LORA_FORMATS[name]
 
 
+def check_lora_rank(network: nn.Module, rank: int, target_modules: list[str]) -> None:
+    """Refuse a rank above min(in, out) of every targeted layer before peft allocates it: such a rank
+    adds nothing a smaller one cannot express, and ``lora_rank: 100000000`` would allocate tens of GB."""
+    widths = [min(module.in_features, module.out_features) for name, module in network.named_modules()
+              if isinstance(module, nn.Linear) and any(name == m or name.endswith("." + m) for m in target_modules)]
+    if widths and rank > max(widths):
+        raise DiffalignError(f"model.lora_rank={rank} exceeds every targeted layer's min(in, out) (at most {max(widths)} "
+                             f"in {type(network).__name__}); a LoRA cannot use more, so choose lora_rank <= {max(widths)}")
+
+
 def add_lora(network: nn.Module, rank: int, alpha: float, target_modules: list[str], seed: int) -> list[nn.Parameter]:
     """Inject a LoRA adapter (B = 0, so the network is unchanged) and return its trainable parameters."""
     from peft import LoraConfig
@@ -71,6 +81,7 @@ def add_lora(network: nn.Module, rank: int, alpha: float, target_modules: list[s
     missing = [m for m in target_modules if not any(n == m or n.endswith("." + m) for n in present)]
     if missing:
         raise DiffalignError(f"LoRA target modules {missing} not found in {type(network).__name__}")
+    check_lora_rank(network, rank, target_modules)
     network.requires_grad_(False)
     with torch.random.fork_rng(devices=[]):  # lora_A's init draws from the global RNG; keep it seeded
         torch.manual_seed(seed)
@@ -114,14 +125,56 @@ def save_lora(network: nn.Module, directory) -> Path:
     return Path(directory) / WEIGHT_NAME
 
 
+def run_final_dir(path: Path, marker: str) -> Path:
+    """A training run directory stands for its ``final/``: ``path/final`` when ``path`` lacks ``marker``
+    and ``path/final`` has it (``--lora RUN_DIR`` and ``--option path=RUN_DIR`` agree)."""
+    path = Path(path).expanduser()
+    if path.is_dir() and not (path / marker).is_file() and (path / "final" / marker).is_file():
+        return path / "final"
+    return path
+
+
+def _check_lora_shapes(network: nn.Module, file: Path, prefix: str) -> None:
+    """One line for a LoRA made for a different-size network, before diffusers and peft print a
+    state-dict error per tensor (27 lines for digits-flow): shapes come from the file's header."""
+    from safetensors import safe_open
+
+    with safe_open(str(file), framework="pt") as f:
+        for key in f.keys():
+            name, sep, rest = key[len(prefix) + 1:].partition(".lora_")
+            if not key.startswith(prefix + ".") or not sep:
+                continue
+            try:
+                module = network.get_submodule(name)
+            except AttributeError:
+                raise DiffalignError(f"LoRA file {file} does not fit {type(network).__name__}: it has no layer {name!r}") from None
+            if not isinstance(module, nn.Linear):
+                base = getattr(module, "base_layer", None)
+                module = base if isinstance(base, nn.Linear) else None
+            if module is None:
+                continue
+            shape = tuple(f.get_slice(key).get_shape())
+            expected = (None, module.in_features) if rest.startswith("A") else (module.out_features, None)
+            if len(shape) != 2 or any(e is not None and e != got for e, got in zip(expected, shape)):
+                raise DiffalignError(
+                    f"LoRA file {file} was made for a different-size model: {name} is {module.in_features} -> "
+                    f"{module.out_features} here, but the file's {key.rsplit('.', 2)[-2]} is {list(shape)}")
+
+
 def load_lora(network: nn.Module, path) -> None:
     """Load a diffusers-format LoRA (a directory or a ``.safetensors`` file) into ``network``."""
     from safetensors import SafetensorError, safe_open
 
-    path = Path(path)
+    from ..models.noise_hypernetwork import CONFIG_NAME as HYPERNETWORK_CONFIG
+
+    path = run_final_dir(Path(path), WEIGHT_NAME)
+    if path.is_dir() and (path / HYPERNETWORK_CONFIG).is_file():
+        # its LoRA file has the model's keys, so it would load silently and change the model's outputs
+        raise DiffalignError(f"{path} holds a noise hypernetwork ({HYPERNETWORK_CONFIG}), not a model LoRA; "
+                             f"use it with --sampler hypernoise --option path={path}")
     file = path / WEIGHT_NAME if path.is_dir() else path
     if not file.is_file():
-        raise DiffalignError(f"no LoRA weights at {file} (expected a directory with {WEIGHT_NAME})")
+        raise DiffalignError(f"no LoRA weights at {file} (expected a directory with {WEIGHT_NAME}, or a run directory with final/)")
     fmt = lora_format(network)
     try:
         with safe_open(str(file), framework="pt") as f:
@@ -133,6 +186,7 @@ def load_lora(network: nn.Module, path) -> None:
             f"LoRA file {file} has no '{fmt.prefix}.' weights for {type(network).__name__} (keys look like {keys[:1]}); "
             "it would load as a no-op"
         )
+    _check_lora_shapes(network, file, fmt.prefix)
     try:
         network.load_lora_adapter(str(file.parent), weight_name=file.name, prefix=fmt.prefix, adapter_name=ADAPTER_NAME)
     except Exception as err:  # diffusers/peft raise many types for mismatched shapes or keys

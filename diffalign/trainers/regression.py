@@ -37,6 +37,8 @@ def generate(model: Denoiser, kernel: Kernel, steps: int, cond: Condition, n: in
 
 
 @torch.no_grad()
-def score(reward, model: Denoiser, x0: torch.Tensor) -> torch.Tensor:
-    """Rewards of model-space samples, float32 (B,)."""
-    return reward(model.decode(x0)).reshape(-1).float()
+def score(reward, model: Denoiser, x0: torch.Tensor, prompts=None, metadata=None) -> torch.Tensor:
+    """Rewards of model-space samples, float32 (B,); ``prompts`` / ``metadata``: one per sample, or None."""
+    if prompts is None:
+        return reward(model.decode(x0)).reshape(-1).float()
+    return reward(model.decode(x0), prompts=prompts, metadata=metadata).reshape(-1).float()

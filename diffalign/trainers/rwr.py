@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import torch
 
+from ..models.conditioning import index_condition
+
 from ..samplers.rollout import resolve_kernel
 from .base import Trainer
-from .losses import rwr_weights, weighted_regression_loss
+from .losses import finite_mean_std, rwr_weights, weighted_regression_loss
 from .regression import generate, prediction_error, score, training_times
 from .rwr_config import RWRConfig
 
@@ -30,8 +32,10 @@ class RWRTrainer(Trainer):
     def make_micro_batch(self, step, index, generator):
         c = self.config
         n = c.group_size * c.groups_per_micro_batch
-        samples = generate(self.model, self.kernel, c.sample_steps, self.model.encode_condition(self.cond, n), n, generator)
-        rewards = score(self.reward, self.model, samples)
+        # one prompt per group: the group softmax of the weights stays within a prompt
+        rows = self.rollout_rows(step, index, c.groups_per_micro_batch, c.group_size)
+        samples = generate(self.policy(self.model), self.kernel, c.sample_steps, rows.cond, n, generator)
+        rewards = score(self.reward, self.model, samples, rows.prompts, rows.metadata)
         weights = rwr_weights(rewards, c.temperature, c.weighting, c.group_size)
         m = n * c.noise_draws
         return {
@@ -39,8 +43,8 @@ class RWRTrainer(Trainer):
             "weights": weights.repeat_interleave(c.noise_draws, 0).to(samples.device),
             "noise": torch.randn((m, *self.model.shape), generator=generator).to(samples),
             "t": training_times(m, generator),
-            "cond": self.model.encode_condition(self.cond, m),
-            "reward": rewards.mean().item(),
+            "cond": index_condition(rows.cond, torch.arange(n).repeat_interleave(c.noise_draws)) if rows.cond else None,
+            "reward": finite_mean_std(rewards)[0],
         }
 
     def compute_loss(self, batch, update):

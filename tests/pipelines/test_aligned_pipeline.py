@@ -53,16 +53,32 @@ def test_returns_what_the_stock_pipeline_returns(sd_pipe, output_type):
     assert sum(out.nfe for out in aligned.last_outputs) <= 16
 
 
-def test_nfe_budget_is_split_over_prompts_and_seeding_is_deterministic(sd_pipe):
+def test_nfe_budget_is_per_prompt_and_seeding_is_deterministic(sd_pipe):
     aligned = da.AlignedPipeline.from_pipe(sd_pipe, sampler="best-of-n", reward="compressibility", progress=False)
     args = dict(prompt=["a cat", "a dog"], num_inference_steps=2, guidance_scale=2.0, num_images_per_prompt=2,
-                nfe=64, output_type="np", **SIZE)
+                nfe=32, output_type="np", **SIZE)
     first = aligned(generator=torch.Generator().manual_seed(3), **args).images
-    spent = [out.nfe for out in aligned.last_outputs]
+    (out,) = aligned.last_outputs  # one prompt-set call: both prompts' rows share model calls
     second = aligned(generator=torch.Generator().manual_seed(3), **args).images
     assert first.shape == (4, 16, 16, 3) and np.array_equal(first, second)
-    assert spent == [32, 32]  # 2 images x 4 candidates x 2 steps x 2 CFG passes per prompt
-    assert all(out.info["n"] == 4 for out in aligned.last_outputs)
+    assert out.info["nfe_per_prompt"] == [32, 32]  # 2 images x 4 candidates x 2 steps x 2 CFG passes per prompt
+    assert out.info["n"] == 4 and out.prompts == ["a cat", "a cat", "a dog", "a dog"]
+
+
+def test_each_image_reward_sees_its_own_prompt(sd_pipe):
+    def prompt_length(images, prompts):
+        return torch.tensor([float(len(p)) for p in prompts])
+
+    prompts = ["a cat", "a large dog"]
+    for sampler in ("best-of-n", "smc"):
+        aligned = da.AlignedPipeline.from_pipe(sd_pipe, sampler=sampler, reward=prompt_length, progress=False)
+        aligned(prompt=prompts, num_inference_steps=2, guidance_scale=2.0, num_images_per_prompt=2, nfe=16,
+                output_type="np", **SIZE)
+        assert aligned.last_outputs[0].rewards.tolist() == [5.0, 5.0, 11.0, 11.0]
+        # a negative prompt per prompt runs prompt by prompt; the reward still sees each image's prompt
+        aligned(prompt=prompts, negative_prompt=["blurry", "dark"], num_inference_steps=2, guidance_scale=2.0,
+                num_images_per_prompt=2, nfe=16, output_type="np", **SIZE)
+        assert [o.rewards.tolist() for o in aligned.last_outputs] == [[5.0, 5.0], [11.0, 11.0]]
 
 
 def test_bad_arguments_are_one_line_errors(sd_pipe):

@@ -82,3 +82,42 @@ def test_prompt_argument_errors(sd_dir, tmp_path, capsys):
     assert main(base + ["--prompt", "a", "--negative-prompt", "b"]) == 2
     err = capsys.readouterr().err
     assert "exclude each other" in err and "does not exist" in err and "--cfg" in err
+
+
+def test_prompt_file_reward_sees_each_prompt_and_its_metadata(sd_dir, tmp_path, capsys):
+    """A reward of your own (FILE.py:NAME) gets each image's own prompt and the jsonl file's other fields."""
+    reward = tmp_path / "my_reward.py"
+    reward.write_text("import torch\n\ndef score(images, prompts, metadata):\n"
+                      "    return torch.tensor([len(p) + m['bonus'] for p, m in zip(prompts, metadata)], dtype=torch.float32)\n")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p, "bonus": 100 * i}) + "\n" for i, p in enumerate(PROMPTS)))
+    for sampler in ("best-of-n", "smc", "dts-star"):
+        out = tmp_path / f"{sampler}.png"
+        code = main(["sample", "--model", str(sd_dir), "--prompts", str(prompts), "--sampler", sampler,
+                     "--reward", f"{reward}:score", "--nfe", "16", "--steps", "2", "--num-samples", "2",
+                     "--out", str(out)])
+        assert code == 0, capsys.readouterr().err
+        lines = [json.loads(x) for x in out.with_suffix(".jsonl").read_text().splitlines()]
+        for i, line in enumerate(lines):
+            assert line["rewards"] == [len(PROMPTS[i]) + 100 * i] * 2, (sampler, line)
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("p.csv", "a\n", "unknown format '.csv'; valid choices: .txt, .jsonl"),
+    ("p.txt", "", "has no prompts"),
+    ("p.txt", "a cat\n   \n", "p.txt, line 2: blank prompt"),
+    ("p.jsonl", '{"prompt": "a"}\n{"text": "b"}\n', "p.jsonl, line 2: needs a \"prompt\" string field"),
+    ("p.jsonl", '{"prompt": "a"}\n{"prompt": \n', "p.jsonl, line 2: not valid JSON"),
+    ("p.jsonl", '{"prompt": " "}\n', "line 1: blank prompt"),
+    ("p.txt", b"a cat\n\xff\xfe dog\n", "line 2: bytes that are not UTF-8"),
+])
+def test_bad_prompt_files_are_one_line_exit_2_before_torch(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    code = ("import sys; from diffalign.cli import main; rc = main(sys.argv[1:]); "
+            "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code, "sample", "--model", "digits", "--prompts", str(path),
+                           "--out", str(tmp_path / "x.png")], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and len(err.splitlines()) == 1 and message in err, err

@@ -109,6 +109,8 @@ def test_reno_optimises_noise_through_the_plugin(pipe, tiny_clip):
                   output_type="pt", **SIZE)
     result = aligned.last_outputs[0]
     assert out.images.shape == (2, 3, 16, 16) and torch.isfinite(result.rewards).all()
-    assert result.nfe > 0 and len(result.info["reward_trace"]) == 3
+    # one prompt, run as a prompt set under a prompt-reading reward: per-prompt statistics are one-entry lists
+    (trace,), (initial,) = result.info["reward_trace"], result.info["initial_rewards"]
+    assert result.nfe > 0 and len(trace) == 2 and result.prompts == ["a red square"] * 2
     # ReNO keeps each sample's best iterate, so no sample ends below its unoptimised noise
-    assert (result.rewards >= result.info["initial_rewards"].to(result.rewards) - 1e-5).all()
+    assert (result.rewards >= initial.to(result.rewards) - 1e-5).all()

@@ -35,7 +35,7 @@ def test_gradient_flows_to_images_not_to_the_classifier(test_split):
     assert all(not p.requires_grad for p in reward.parameters())
 
 
-@pytest.mark.parametrize("target", [10, -1, "3", 2.0, True, None])
+@pytest.mark.parametrize("target", [10, -1, "3", 2.0, True])
 def test_bad_target_lists_valid_values(target):
     with pytest.raises(DiffalignError, match="0, 1, 2, 3, 4, 5, 6, 7, 8, 9"):
         get("digit", target=target)
@@ -58,3 +58,16 @@ def test_default_classifier_is_cached_and_other_dirs_load(tmp_path):
     torch.testing.assert_close(other(images), default(images))
     with pytest.raises(DiffalignError, match="does not exist"):
         load_digit_classifier(tmp_path / "missing")
+
+
+def test_without_a_target_each_prompt_names_its_digit():
+    reward = get("digit")
+    assert reward.needs_prompts
+    torch.manual_seed(0)
+    images = torch.rand(3, 1, 8, 8)
+    expected = torch.stack([get("digit", target=t)(images[i:i + 1])[0] for i, t in enumerate([3, 7, 3])])
+    torch.testing.assert_close(reward(images, prompts=["3", "7", " 3 "]), expected)
+    with pytest.raises(DiffalignError, match="'digit' needs prompts"):
+        reward(images)
+    with pytest.raises(DiffalignError, match="reads each prompt as its digit.*'a cat'"):
+        reward(images, prompts=["3", "a cat", "1"])

@@ -24,8 +24,8 @@ def test_unknown_name_lists_valid_names():
 def test_unknown_and_missing_options_are_named():
     with pytest.raises(DiffalignError, match="targte.*valid options: target, classifier_dir"):
         get("digit", targte=3)
-    with pytest.raises(DiffalignError, match="needs option.*target"):
-        get("digit")
+    with pytest.raises(DiffalignError, match="needs option.*path"):
+        get("noisy-reward")
     with pytest.raises(DiffalignError, match="needs option.*rewards"):
         get("weighted-sum")
 

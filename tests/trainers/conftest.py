@@ -31,3 +31,15 @@ def tiny_config():
         return config_from_dict(tiny_raw(method, model_name, **sections))
 
     return make
+
+
+def sigkill_once_written(process, path, timeout: float = 300.0) -> None:
+    """SIGKILL ``process`` as soon as ``path`` exists (a checkpoint), and wait for it."""
+    import signal
+    import time
+
+    deadline = time.time() + timeout
+    while not path.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()

@@ -1,10 +1,8 @@
 """Resume is exact: a run stopped at a checkpoint (or killed with SIGKILL) and rerun ends bit-identical."""
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +11,7 @@ import yaml
 
 from diffalign.trainers import get_trainer
 
-from .conftest import tiny_raw
+from .conftest import sigkill_once_written, tiny_raw
 
 
 def _final_params(trainer):
@@ -57,11 +55,7 @@ def test_sigkill_mid_training_then_rerun_equals_an_uninterrupted_run(tmp_path):
     cmd, env = _cli(str(config), "--output-dir", str(tmp_path / "killed"))
     process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint = tmp_path / "killed" / "checkpoints" / "step-000004"
-    deadline = time.time() + 300
-    while not checkpoint.exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    sigkill_once_written(process, checkpoint)
     assert not (tmp_path / "killed" / "final").exists(), "the run ended before it could be killed"
 
     leftover = tmp_path / "killed" / "checkpoints" / ".step-000006.partial"  # as if killed mid-write

@@ -92,7 +92,8 @@ def test_a_foreign_non_empty_directory_is_refused(tmp_path, capsys):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "precious.txt").write_text("keep me")
     err = _error(capsys, ["train", _write(tmp_path, tiny_raw("rwr")), "--output-dir", str(tmp_path / "run")])
-    assert "--overwrite" in err and (tmp_path / "run" / "precious.txt").exists()
+    # the message must not invite --overwrite onto someone's files (issue 22)
+    assert "holds no diffalign run" in err and "pass --overwrite" not in err and (tmp_path / "run" / "precious.txt").exists()
 
 
 def test_show_config_lists_every_key_with_help(capsys):
@@ -110,13 +111,20 @@ def test_sample_with_a_trained_lora(tmp_path, capsys):
     assert main(["sample", "--model", "digits-flow", "--lora", str(tmp_path / "run" / "final"), "--num-samples", "2",
                  "--steps", "3", "--out", str(out)]) == 0
     assert out.is_file()
+    # issue 22, newcomer 4: the run directory stands for its final/ (failed before: "no LoRA weights")
+    assert main(["sample", "--model", "digits-flow", "--lora", str(tmp_path / "run"), "--num-samples", "2",
+                 "--steps", "3", "--out", str(out)]) == 0
 
 
 @pytest.mark.parametrize("override,message", [("train.lerning_rate=1", "unknown config key 'train.lerning_rate'"),
-                                               ("method=ppo", "valid choices: flow_dpo, grpo, hypernoise, noisy_reward, rwr")])
+                                               ("method=ppo", "valid choices: flow_dpo, grpo, hypernoise, noisy_reward, rwr"),
+                                               # issue 22, newcomer 1: failed before (found after torch loaded, config.yaml left behind)
+                                               ("reward.name=digt", "unknown reward (config key 'reward.name') 'digt'"),
+                                               ("reward.options={targt: 3}", "unknown option(s) targt for reward 'digit'")])
 def test_config_errors_are_refused_before_torch_is_imported(tmp_path, override, message):
     from tests.test_cli_fast import run_fresh
 
     code, _, err, heavy = run_fresh("train", _write(tmp_path, tiny_raw("grpo")), "--output-dir", str(tmp_path / "r"), override)
     assert code == 2 and message in err and len(err.splitlines()) == 1, err
     assert heavy == "", f"config validation imported {heavy}"
+    assert not (tmp_path / "r").exists()  # nothing written, so the corrected command is not refused

@@ -1,0 +1,202 @@
+"""A forest: many independent one-prompt searches that share every model call (design.md §3b).
+
+A tree has only a dozen rows ready for each model call, and a network's cost per row at 16 rows is
+several times its cost at 256 on a CPU (and far more on a GPU). Independent trees -- one per prompt,
+or several per prompt (``trees_per_prompt``) -- can share calls without sharing anything else.
+
+:func:`run_forest` runs each tree's unchanged one-tree code in a thread of its own, against a
+:class:`SharedCallModel` proxy. A tree's model call does not run at once: it waits until every live
+tree is waiting on a call (or has finished), then all waiting rows go into one network call
+(``max_rows`` at most; a larger set is cut into several calls, a request's rows across two if need be), and each tree gets back exactly
+its rows. Nothing else is shared: each tree has its own sampler state, generator, NFE budget and
+reward binding, so its selection, values, budget and outputs are those it has alone, whenever the
+network's output for a row does not depend on its batch mates (the prompt benchmark found the
+embedded UNet bit-identical across batch compositions; tests check it on exact oracles).
+
+The trees' Python work runs one thread at a time (the GIL), so the Python cost per NFE is that of
+one tree alone, whatever the number of trees; the network call, the part that grows with rows, runs
+once for all of them.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import torch
+
+from ..models.conditioning import broadcast_condition, cat_conditions, condition_batch_size
+from ..models.denoiser import Denoiser, _time_batch
+from ..models.prediction import Prediction
+from ..models.wrappers import DenoiserWrapper
+
+__all__ = ["DEFAULT_MAX_ROWS", "SharedCallModel", "run_forest"]
+
+#: rows per shared network call by default: on this project's 2-core CPU the embedded networks' cost per
+#: row flattens out from about 200 rows; raise it on a GPU, where 1,000+ rows still get cheaper per row
+DEFAULT_MAX_ROWS = 256
+
+
+@dataclass
+class _Request:
+    x: torch.Tensor
+    t: torch.Tensor
+    cond: Any
+    result: Optional[Prediction] = None
+    error: Optional[BaseException] = None
+    done: bool = False
+
+
+@dataclass
+class _Coordinator:
+    model: Denoiser
+    max_rows: int
+    running: int
+    lock: threading.Condition = field(default_factory=threading.Condition)
+    pending: list = field(default_factory=list)
+    calls: int = 0
+    rows: int = 0
+
+    def request(self, x, t, cond) -> Prediction:
+        req = _Request(x, _time_batch(t, x), cond)
+        with self.lock:
+            self.pending.append(req)
+            self.lock.notify_all()
+            while not req.done:
+                self.lock.wait()
+        if req.error is not None:
+            raise req.error
+        return req.result
+
+    def finished(self) -> None:
+        with self.lock:
+            self.running -= 1
+            self.lock.notify_all()
+
+    def serve(self) -> None:
+        """Main thread: whenever every live tree waits on a call, run all waiting rows together."""
+        while True:
+            with self.lock:
+                while self.running and len(self.pending) < self.running:
+                    self.lock.wait()
+                if not self.running and not self.pending:
+                    return
+                batch, self.pending = self.pending, []
+            pieces: dict[int, list] = {id(r): [] for r in batch}
+            for segments in _pack(batch, self.max_rows):
+                self._run(segments, pieces)
+            for req in batch:
+                if req.error is None:
+                    req.result = _assemble(req, pieces[id(req)], self.model.schedule)
+            with self.lock:
+                for req in batch:
+                    req.done = True
+                self.lock.notify_all()
+
+    def _run(self, segments: list[tuple[_Request, slice]], pieces: dict) -> None:
+        """One network call on the rows of ``segments`` (a request's rows, or a slice of them)."""
+        try:
+            x = torch.cat([r.x[rows] for r, rows in segments])
+            t = torch.cat([r.t[rows] for r, rows in segments])
+            conds = [_condition_rows(r, rows) for r, rows in segments]
+            cond = None if conds[0] is None else cat_conditions(conds)
+            with torch.no_grad():
+                pred = self.model.predict(x, t, cond)
+            self.calls += 1
+            self.rows += x.shape[0]
+            start = 0
+            for r, rows in segments:
+                size = rows.stop - rows.start
+                mine = slice(start, start + size)
+                start += size
+                pieces[id(r)].append((pred.x0[mine], pred.eps[mine], _rows(pred.alpha, mine), _rows(pred.sigma, mine)))
+        except BaseException as error:  # every waiting tree sees the failure instead of hanging
+            for r, _ in segments:
+                r.error = error
+
+
+def _condition_rows(req: _Request, rows: slice):
+    cond = broadcast_condition(req.cond, req.x.shape[0])
+    return None if cond is None else {key: value[rows] for key, value in cond.items()}
+
+
+def _assemble(req: _Request, pieces: list, schedule) -> Prediction:
+    """A request's prediction from the slices of one or more calls (exact: rows never mix)."""
+    if len(pieces) == 1:
+        x0, eps, alpha, sigma = pieces[0]
+    else:
+        x0, eps = torch.cat([p[0] for p in pieces]), torch.cat([p[1] for p in pieces])
+        alpha = None if pieces[0][2] is None else torch.cat([p[2] for p in pieces])
+        sigma = None if pieces[0][3] is None else torch.cat([p[3] for p in pieces])
+    return Prediction(req.x, req.t, x0, eps, schedule, alpha, sigma)
+
+
+def _rows(coefficient: Optional[torch.Tensor], rows: slice):
+    if coefficient is None or coefficient.ndim == 0 or coefficient.shape[0] == 1:
+        return coefficient
+    return coefficient[rows]
+
+
+def _pack(batch: list[_Request], max_rows: int) -> list[list[tuple[_Request, slice]]]:
+    """The waiting rows, request by request, into calls of at most ``max_rows`` rows (a request is cut
+    between calls when it must be)."""
+    calls, current, filled = [], [], 0
+    for req in batch:
+        start, total = 0, req.x.shape[0]
+        while start < total:
+            size = min(total - start, max_rows - filled)
+            current.append((req, slice(start, start + size)))
+            filled += size
+            start += size
+            if filled == max_rows:
+                calls.append(current)
+                current, filled = [], 0
+    if current:
+        calls.append(current)
+    return calls
+
+
+class SharedCallModel(DenoiserWrapper):
+    """What one tree of a forest sees as its model: every call joins the forest's next shared call."""
+
+    def __init__(self, inner: Denoiser, coordinator: _Coordinator):
+        super().__init__(inner)
+        self._coordinator = coordinator
+
+    def predict(self, x, t, cond=None) -> Prediction:
+        if cond is not None and condition_batch_size(cond) not in (None, 1, x.shape[0]):
+            raise ValueError(f"conditioning has batch {condition_batch_size(cond)} but x has {x.shape[0]}")
+        return self._coordinator.request(x, t, cond)
+
+
+def run_forest(model: Denoiser, jobs: list[Callable[[Denoiser], Any]], max_rows: int = DEFAULT_MAX_ROWS) -> tuple[list, dict]:
+    """Run ``jobs`` (each a one-tree search taking its model) concurrently over shared model calls.
+
+    Returns each job's result, in order, and ``{"calls": ..., "rows_per_call": ...}``. A job's error is
+    raised here (the first one, once every job has stopped).
+    """
+    coordinator = _Coordinator(model, max_rows, running=len(jobs))
+    results: list = [None] * len(jobs)
+    errors: list = [None] * len(jobs)
+
+    def work(i: int) -> None:
+        try:
+            with torch.no_grad():  # grad mode is per thread
+                results[i] = jobs[i](SharedCallModel(model, coordinator))
+        except BaseException as error:
+            errors[i] = error
+        finally:
+            coordinator.finished()
+
+    threads = [threading.Thread(target=work, args=(i,), daemon=True, name=f"diffalign-tree-{i}") for i in range(len(jobs))]
+    for thread in threads:
+        thread.start()
+    coordinator.serve()
+    for thread in threads:
+        thread.join()
+    first = next((e for e in errors if e is not None), None)
+    if first is not None:
+        raise first
+    stats = {"calls": coordinator.calls, "rows_per_call": coordinator.rows / max(1, coordinator.calls)}
+    return results, stats

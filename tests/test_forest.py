@@ -1,0 +1,80 @@
+"""A forest of trees (design.md §3b): trees of several prompts (or several trees of one) share every
+model call and nothing else -- each tree's samples, rewards and NFE are exactly its solo run's."""
+
+import pytest
+import torch
+
+import diffalign as da
+from diffalign.oracles import prompted_gaussian_denoiser
+
+MEANS = {"a": [-2.0, 0.0], "b": [2.0, 1.0], "c": [0.0, -1.5]}
+
+
+@pytest.fixture(scope="module")
+def oracle():
+    return prompted_gaussian_denoiser(MEANS, 0.4, da.FlowSchedule())
+
+
+def reward(x, prompts):
+    # a different objective per prompt; -inf on a half-plane, so trees meet -inf rewards too
+    sign = torch.tensor([{"a": 1.0, "b": -1.0, "c": 0.5}[p] for p in prompts], dtype=x.dtype)
+    value = sign * x[:, 0] - x[:, 1] ** 2
+    return torch.where(x[:, 1] > 2.2, torch.full_like(value, -float("inf")), value)
+
+
+OPTIONS = {"dts": {"branch_every": 2}, "dts-star": {"branch_every": 2}, "dts-paper": {"preset": "paper", "branch_every": 2}}
+
+
+@pytest.mark.parametrize("name", sorted(OPTIONS))
+@pytest.mark.parametrize("max_rows", [256, 5])
+def test_forest_over_prompts_equals_each_prompts_tree_alone(oracle, name, max_rows):
+    sampler, options = ("dts" if name == "dts-paper" else name), OPTIONS[name]
+    prompts = ["a", "b", "c", "a"]
+    forest = da.sample(oracle, reward, sampler=sampler, prompts=prompts, num_samples=3, nfe=300, steps=6, seed=4,
+                       max_rows=max_rows, progress=False, **options)
+    assert forest.info["prompt_batching"] == "forest" and forest.info["trees"] == 4
+    assert forest.info["rows_per_call"] <= max_rows
+    for i, prompt in enumerate(prompts):
+        alone = da.sample(oracle, reward, sampler=sampler, prompts=[prompt], num_samples=3, nfe=300, steps=6,
+                          seed=4 + i, progress=False, **options)
+        assert torch.equal(forest.samples[3 * i:3 * i + 3], alone.samples), (name, i)
+        assert torch.equal(forest.rewards[3 * i:3 * i + 3], alone.rewards)
+        assert forest.info["nfe_per_prompt"][i] == alone.nfe
+
+
+def test_forest_shares_model_calls(oracle):
+    calls = []
+    counted = da.FunctionDenoiser(lambda x, t, c: (calls.append(len(x)), oracle.fn(x, t, c))[1], da.FlowSchedule(),
+                                  prediction="x0", shape=(2,), condition_encoder=oracle._condition_encoder)
+    out = da.sample(counted, reward, sampler="dts-star", prompts=["a", "b", "c"] * 4, num_samples=1, nfe=200,
+                    steps=6, seed=0, branch_every=2, progress=False)
+    solo = len(calls) - out.info["model_calls"]
+    assert out.info["model_calls"] == len(calls) and solo == 0
+    assert out.info["rows_per_call"] > 16  # 12 trees' rows per call, where one tree has at most 16 in flight
+
+
+def test_trees_per_prompt_split_the_budget_and_keep_the_best(oracle):
+    one_cond = da.sample(oracle, lambda x: -x[:, 1] ** 2, sampler="dts-star", cond="a", trees_per_prompt=4, nfe=400,
+                         steps=6, seed=1, branch_every=2, num_samples=2, progress=False)
+    assert one_cond.info["trees_per_prompt"] == 4 and len(one_cond.info["nfe_per_tree"]) == 4
+    assert all(n <= 100 for n in one_cond.info["nfe_per_tree"]) and one_cond.nfe <= 400
+    # tree j alone: seed + j, budget nfe // 4; the forest keeps the best 2 of the 4 x 2 outputs
+    best = torch.cat([da.sample(oracle, lambda x: -x[:, 1] ** 2, sampler="dts-star", cond="a", nfe=100, steps=6,
+                                seed=1 + j, branch_every=2, num_samples=2, progress=False).rewards for j in range(4)])
+    torch.testing.assert_close(one_cond.rewards, best.sort(descending=True).values[:2])
+
+
+def test_exact_dts_forest_pools_trees_by_their_z_estimates(oracle):
+    out = da.sample(oracle, reward, sampler="dts", prompts=["a", "b"], trees_per_prompt=3, num_samples=4, nfe=600,
+                    steps=6, seed=0, branch_every=2, progress=False)
+    assert out.samples.shape == (8, 2) and out.info["trees"] == 6
+    assert out.prompts == ["a"] * 4 + ["b"] * 4
+    x = out.samples[:, 0]
+    assert (x[:4] < 0).all() and (x[4:] > 0).all()  # no tree of one prompt serves the other
+
+
+def test_forest_options_are_checked():
+    with pytest.raises(da.DiffalignError, match="trees_per_prompt must be a positive integer"):
+        da.samplers.get("dts-star", trees_per_prompt=0)
+    with pytest.raises(da.DiffalignError, match="reuse_tree"):
+        da.samplers.get("dts", reuse_tree=True, trees_per_prompt=2)
