@@ -8,7 +8,7 @@ one trained on is how reward hacking shows before it is too late.
 
 Each evaluation is logged through accelerate's trackers (``eval/<reward>`` means and an image grid,
 one row per test prompt) and written as one line of ``eval.jsonl`` in the run directory:
-``{"step": s, "rewards": {name: {"mean": m, "per_prompt": [...]}}}``. The file is rewritten
+``{"step": s, "time": unix time, "rewards": {name: {"mean": m, "per_prompt": [...]}}}``. The file is rewritten
 atomically with the line of step s replacing any earlier line of step s, so a resumed run keeps the
 history and never holds two lines for one step.
 """
@@ -16,6 +16,7 @@ history and never holds two lines for one step.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,8 @@ class PromptEvaluator:
                         metadata=None if self.test.metadata is None else list(self.test.metadata),
                         num_samples=k, steps=data.eval_steps, seed=data.eval_seed, progress=False)
         images = model.decode(out.samples).float()
-        line: dict[str, Any] = {"step": step, "prompts": len(self.test), "samples_per_prompt": k, "rewards": {}}
+        line: dict[str, Any] = {"step": step, "time": round(time.time(), 3), "prompts": len(self.test),
+                                "samples_per_prompt": k, "rewards": {}}
         scalars = {}
         for name, reward in self.panel.items():
             scores = torch.cat([reward(chunk, prompts=out.prompts[i:i + len(chunk)],

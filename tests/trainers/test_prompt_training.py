@@ -92,9 +92,9 @@ def test_resume_with_a_prompt_dataset_is_bit_exact(prompt_files, tmp_path, metho
     expected, got = named(whole), named(second)
     assert all(torch.equal(expected[n], got[n]) for n in expected)
     # the split run also evaluated at the end of its first part (step 1); step 3 is identical
-    whole_lines = (tmp_path / "whole" / "eval.jsonl").read_text().splitlines()
-    split_lines = (tmp_path / "split" / "eval.jsonl").read_text().splitlines()
-    assert [json.loads(x)["step"] for x in split_lines] == [1, 3] and split_lines[-1] == whole_lines[-1]
+    whole_lines = _eval_lines(tmp_path / "whole")
+    split_lines = _eval_lines(tmp_path / "split")
+    assert [line["step"] for line in split_lines] == [1, 3] and split_lines[-1] == whole_lines[-1]
 
 
 def test_cfg_rollouts_cost_two_passes(prompt_files, tmp_path):
@@ -134,6 +134,12 @@ def test_bad_prompt_file_in_a_config_is_one_line_exit_2_before_torch(tmp_path, c
     assert not (tmp_path / "out").exists()  # nothing written
 
 
+def _eval_lines(run) -> list[dict]:
+    """eval.jsonl's lines without their wall-clock time."""
+    lines = [json.loads(x) for x in (Path(run) / "eval.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in line.items() if k != "time"} for line in lines]
+
+
 def _env():
     return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
 
@@ -159,9 +165,8 @@ def test_sigkill_with_a_prompt_dataset_then_rerun_equals_an_uninterrupted_run(pr
     subprocess.run(command + [str(tmp_path / "killed")], env=_env(), check=True, capture_output=True)
     expected, got = _lora(tmp_path / "whole"), _lora(tmp_path / "killed")
     assert all(torch.equal(expected[k], got[k]) for k in expected)
-    whole = (tmp_path / "whole" / "eval.jsonl").read_text().splitlines()
-    killed = (tmp_path / "killed" / "eval.jsonl").read_text().splitlines()
-    assert killed == whole and [json.loads(x)["step"] for x in whole] == [0, 4, 8, 12, 16, 20, 24, 28, 30]
+    whole, killed = _eval_lines(tmp_path / "whole"), _eval_lines(tmp_path / "killed")
+    assert killed == whole and [line["step"] for line in whole] == [0, 4, 8, 12, 16, 20, 24, 28, 30]
 
 
 @pytest.mark.slow
@@ -185,7 +190,7 @@ def test_two_processes_with_a_prompt_dataset_match_one_process_with_doubled_accu
     assert max((v - (torch.zeros_like(v) if "lora_B" in k else v)).abs().max().item() for k, v in expected.items()) > 0
     for key in expected:  # equal up to the order of float summation across processes
         torch.testing.assert_close(got[key], expected[key], rtol=1e-5, atol=1e-7)
-    assert (tmp_path / "one" / "eval.jsonl").read_text() == (tmp_path / "two" / "eval.jsonl").read_text()
+    assert _eval_lines(tmp_path / "one") == _eval_lines(tmp_path / "two")
 
 
 @pytest.mark.parametrize("method", ["hypernoise", "noisy_reward"])
