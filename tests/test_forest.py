@@ -78,3 +78,19 @@ def test_forest_options_are_checked():
         da.samplers.get("dts-star", trees_per_prompt=0)
     with pytest.raises(da.DiffalignError, match="reuse_tree"):
         da.samplers.get("dts", reuse_tree=True, trees_per_prompt=2)
+
+
+def test_a_forest_under_guidance_runs_one_prompt_at_a_time(oracle):
+    seen = []
+
+    def guide(x, prompts):
+        seen.append(set(prompts))
+        return reward(x, prompts).clamp(min=-10.0)
+
+    guide.differentiable = True
+    guided = da.RewardGuidance(oracle, guide, scale=0.1)
+    out = da.sample(guided, reward, sampler="dts-star", prompts=["a", "b"], trees_per_prompt=2, num_samples=2, nfe=240,
+                    steps=6, seed=0, branch_every=2, progress=False)
+    assert out.info["prompt_batching"] == "one forest per prompt" and out.info["trees"] == 2  # per prompt, equal for both: given once
+    assert all(len(prompts) == 1 for prompts in seen)  # every guided call saw one prompt's rows
+    assert out.prompts == ["a", "a", "b", "b"]

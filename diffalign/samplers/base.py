@@ -181,6 +181,19 @@ class Sampler:
         if self.runs_as_forest and not reads_prompts(model):
             out = self._sample_forest(model, reward, prompts, metadata, num_samples, nfe, steps, seed, None)
             per_prompt, batching = out.info["nfe_per_prompt"], "forest"
+        elif self.runs_as_forest:
+            # a wrapper reads the prompt of the rows it denoises: one forest per prompt (its trees share
+            # calls), run in that prompt's scope; tree j of prompt i keeps its seed, seed + i * m + j
+            pieces = []
+            for i, prompt in enumerate(prompts):
+                entry = None if metadata is None else metadata[i]
+                with prompt_scope(prompt, entry):
+                    pieces.append(self._sample_forest(model, reward, [prompt], None if metadata is None else [entry],
+                                                      num_samples, nfe, steps, seed + i * self.trees_per_prompt, None))
+            per_prompt = [piece.nfe for piece in pieces]
+            out = _concatenate(pieces)
+            out.nfe = sum(per_prompt)
+            batching = "one forest per prompt"
         elif self.batches_prompts and not reads_prompts(model):
             groups = PromptGroups.build(model, prompts, metadata, seed)
             counter = NFECounter(model, budget=None if nfe is None else nfe * len(prompts))
