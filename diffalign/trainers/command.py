@@ -133,6 +133,9 @@ def run_train(args) -> None:
         print("\n".join(describe(config_class(args.config))))
         return
     config = resolve_config(args)  # every config error surfaces here, before heavy imports
+    if args.plan:
+        print(plan_text(config, args.num_processes, args.device_memory))
+        return
     directory = Path(args.output_dir)
     _check_writable(directory)
 
@@ -162,6 +165,35 @@ def run_train(args) -> None:
         summary = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k in ("loss", "reward", "seconds"))
         processes = f" on {state.num_processes} processes" if state.num_processes > 1 else ""
         print(f"trained {config.method} to step {trainer.step}{processes} ({summary}); final weights in {directory / 'final'}")
+
+
+def plan_text(config, processes=None, device_memory_gb=None) -> str:
+    """``diffalign train CONFIG --plan``: the memory plan of the run (:mod:`.memory_plan`), no weights read."""
+    if processes is not None and processes < 1:
+        raise DiffalignError(f"--num-processes must be >= 1, got {processes}")
+    if device_memory_gb is not None and not device_memory_gb > 0:
+        raise DiffalignError(f"--device-memory must be > 0 GiB, got {device_memory_gb}")
+    from . import get_trainer
+    from .memory_plan import architecture_of, format_table, machine_memory_bytes, plan_table
+
+    processes = processes or 1
+    device = int(device_memory_gb * 2**30) if device_memory_gb else machine_memory_bytes()
+    mc, tc = config.model, config.train
+    network, latent, tokens, what = architecture_of(mc.name)
+    rows = plan_table(network, latent, tokens, lora_rank=mc.lora_rank, lora_target_modules=mc.lora_target_modules,
+                      needs_reference=get_trainer(config.method).needs_reference, ema=tc.ema_decay > 0,
+                      mixed_precision=tc.mixed_precision, gradient_checkpointing=mc.gradient_checkpointing,
+                      processes=processes, device_bytes=device)
+    mine = ("full" if mc.full_finetune else "LoRA") + (", fsdp" if tc.sharding == "fsdp" else "")
+    notes = [
+        f"  * this config. A row = one sample of {what} in one forward pass with gradient;",
+        f"    act/row: saved activations (meta-device trace{', gradient checkpointing' if mc.gradient_checkpointing else ''}"
+        f"{', x0.5 for ' + tc.mixed_precision if tc.mixed_precision != 'no' else ''}); max rows: (90% of the device - static) / act/row.",
+        "    fsdp divides weights, grads, AdamW moments, reference and EMA by P (dim 0, padded); 'gathered' is FSDP's",
+        "    transient (root parameters + 2 blocks); activations are never divided. Planned, not measured: see docs/scaling.md.",
+    ]
+    return format_table(f"memory plan: {config.method} on {mc.name} (mixed precision {tc.mixed_precision})", rows,
+                        processes, device, marked=mine) + "\n" + "\n".join(notes)
 
 
 def _check_writable(directory: Path) -> None:
