@@ -173,7 +173,6 @@ def plan_text(config, processes=None, device_memory_gb=None) -> str:
         raise DiffalignError(f"--num-processes must be >= 1, got {processes}")
     if device_memory_gb is not None and not device_memory_gb > 0:
         raise DiffalignError(f"--device-memory must be > 0 GiB, got {device_memory_gb}")
-    from . import get_trainer
     from .memory_plan import architecture_of, format_table, machine_memory_bytes, plan_table
 
     processes = processes or 1
@@ -181,7 +180,7 @@ def plan_text(config, processes=None, device_memory_gb=None) -> str:
     mc, tc = config.model, config.train
     network, latent, tokens, what = architecture_of(mc.name)
     rows = plan_table(network, latent, tokens, lora_rank=mc.lora_rank, lora_target_modules=mc.lora_target_modules,
-                      needs_reference=get_trainer(config.method).needs_reference, ema=tc.ema_decay > 0,
+                      needs_reference=_needs_reference(config), ema=tc.ema_decay > 0,
                       mixed_precision=tc.mixed_precision, gradient_checkpointing=mc.gradient_checkpointing,
                       processes=processes, device_bytes=device)
     mine = ("full" if mc.full_finetune else "LoRA") + (", fsdp" if tc.sharding == "fsdp" else "")
@@ -194,6 +193,15 @@ def plan_text(config, processes=None, device_memory_gb=None) -> str:
     ]
     return format_table(f"memory plan: {config.method} on {mc.name} (mixed precision {tc.mixed_precision})", rows,
                         processes, device, marked=mine) + "\n" + "\n".join(notes)
+
+
+def _needs_reference(config) -> bool:
+    """Whether the method keeps a reference policy (GRPO decides per config, by its KL term)."""
+    from . import get_trainer
+
+    if config.method == "grpo":
+        return config.kl_coef > 0
+    return bool(get_trainer(config.method).needs_reference)
 
 
 def _check_writable(directory: Path) -> None:
