@@ -1,0 +1,30 @@
+"""Run under torchrun by test_sharding.py: build a trainer from a config file, take one step, and write
+what this process holds (local shard sizes, read from the tensors) to OUT/rank-<r>.json."""
+
+import json
+import sys
+from pathlib import Path
+
+from diffalign.trainers import get_trainer, load_config
+from diffalign.trainers.sharding import local_tensor
+
+
+def main(config_path: str, out: str) -> None:
+    config = load_config(config_path)
+    trainer = get_trainer(config.method)(config, Path(out) / "run")
+    trainer.train_step()
+    state = [t for s in trainer.optimizer.optimizer.state.values() for t in s.values() if t.dim() > 0]
+    report = {
+        "rank": trainer.accelerator.process_index,
+        "trainable_local": sum(local_tensor(p).numel() for p in trainer.params),
+        "trainable_global": sum(p.numel() for p in trainer.params),
+        "weights_local": sum(local_tensor(p).numel() for p in trainer.network.parameters()),
+        "weights_global": sum(p.numel() for p in trainer.network.parameters()),
+        "optimizer_local": sum(local_tensor(t).numel() for t in state),
+        "optimizer_global": sum(t.numel() for t in state),
+    }
+    Path(out, f"rank-{report['rank']}.json").write_text(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
