@@ -21,8 +21,11 @@ def _env(**extra):
 
 
 def _config(tmp_path, name, full, accumulation, sharding):
+    """LoRA: RWR. Full: Flow-DPO with gradient checkpointing, so the frozen reference copy is sharded too
+    and checkpointed blocks recompute under FSDP."""
     path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(tiny_raw("rwr", model={"full_finetune": full},
+    method, model = ("flow_dpo", {"full_finetune": True, "gradient_checkpointing": True}) if full else ("rwr", {})
+    path.write_text(yaml.safe_dump(tiny_raw(method, model=model,
                                             train={"max_steps": 2, "gradient_accumulation_steps": accumulation, "sharding": sharding})))
     return str(path)
 
@@ -57,8 +60,16 @@ def test_sharded_two_processes_match_one_process_with_doubled_accumulation(tmp_p
     moved = max((expected[k] - base.get(k, torch.zeros_like(expected[k]) if "lora_B" in k else expected[k])).abs().max().item()
                 for k in expected)
     assert moved > 0
-    for key in expected:  # equal up to float summation order (reduce-scatter vs one all-reduce)
-        torch.testing.assert_close(got[key], expected[key], rtol=1e-5, atol=1e-6)
+    # Equal up to float summation order (FSDP's reduce-scatter vs one all-reduce). AdamW divides each element's
+    # update by that element's own gradient scale, so where a gradient is near zero, rounding noise of ~1e-7
+    # becomes an update difference of up to lr (1e-3) per step: atol 1e-5 (1% of one step's largest move)
+    # for every element, and all but 0.1% of elements within 1e-6.
+    worst, loose = 0.0, 0
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=1e-5, atol=1e-5)
+        diff = (got[key] - expected[key]).abs()
+        worst, loose = max(worst, diff.max().item()), loose + int((diff > 1e-6).sum())
+    assert loose <= 1e-3 * sum(v.numel() for v in expected.values()), (loose, worst)
 
 
 @pytest.mark.slow
