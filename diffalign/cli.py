@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--plan", action="store_true", help="print the memory per process (weights, gradients, AdamW, reference, "
                                                            "EMA, activations) for LoRA and full fine-tuning, sharded or not; "
                                                            "builds the network on the meta device, loads no weights, trains nothing")
-    train.add_argument("--num-processes", type=int, default=None, metavar="P", help="with --plan: processes to plan for (default 1)")
+    train.add_argument("--num-processes", type=int, default=None, metavar="P", help="with --plan: processes to plan for (default 1). With --plan, model.name may also "
+                            "be sd3-medium, flux.1-dev or wan2.1-14b (published architectures, built on the meta device)")
     train.add_argument("--device-memory", type=float, default=None, metavar="GB",
                        help="with --plan: memory of one device in GiB (default: this machine's GPU, else its RAM)")
 

@@ -28,6 +28,11 @@ def resolve_config(args):
     config = load_config(args.config, overrides)
     from ..cli_validation import check_train_config
 
+    if getattr(args, "plan", False):
+        from .memory_plan import ARCHITECTURES
+
+        if config.model.name in ARCHITECTURES:  # a published architecture: planned from its config, nothing to load
+            return config
     check_train_config(config.model.name, config.reward.name, config.reward.options, config.model.cond)
     return config
 
