@@ -451,6 +451,11 @@ class Trainer:
         if not found:
             return False
         state = ckpt.load_checkpoint(found[-1][1])
+        recorded = state["extra"].get("data_position")
+        if recorded is not None and recorded != self.data_position(state["step"]):
+            raise DiffalignError(
+                f"checkpoint {found[-1][1]} is at data position {recorded} after step {state['step']}, this run would be at "
+                f"{self.data_position(state['step'])}: keep train.gradient_accumulation_steps x processes as the run had it")
         named = {name: p for name, p in self.trainable_module().named_parameters() if p.requires_grad}
         if set(named) != set(state["trainable"]):
             raise DiffalignError(f"checkpoint {found[-1][1]} does not match this model's trainable parameters")

@@ -15,6 +15,10 @@ from ..errors import DiffalignError
 from .run_dir import CONFIG_FILE, RunLock
 
 RESUMABLE_CHANGES = {"train.max_steps", "train.checkpoint_every", "train.log_every", "train.keep_checkpoints", "train.report_to"}
+# A checkpoint holds full (gathered) state in one format, so a run may resume sharded or not and on another
+# number of processes; the data stay the same when gradient_accumulation_steps x processes does, which
+# Trainer.resume checks against the checkpoint's data position.
+RESUMABLE_CHANGES |= {"train.sharding", "train.gradient_accumulation_steps"}
 
 
 def resolve_config(args):

@@ -43,19 +43,43 @@ def _final(directory, full):
     return load_file(str(Path(directory) / "final" / "pytorch_lora_weights.safetensors"))
 
 
+def _train(config, directory, *extra, processes=1, nodes=False):
+    """Run ``diffalign train``: one process, 2 processes (torchrun), or 2 "nodes" of one process each that
+    meet through torchrun's c10d rendezvous on localhost (what a multi-node launch does)."""
+    command = ["-m", "diffalign", "train", config, "--output-dir", str(directory), *extra]
+    if processes == 1:
+        return subprocess.run([sys.executable, *command], env=_env(), capture_output=True, text=True)
+    if not nodes:
+        return _torchrun(*command)
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1", "--rdzv_backend",
+              "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "diffalign-test"]
+    runs = [subprocess.Popen(launch + command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    outs = [run.communicate(timeout=300) for run in runs]
+    code = max(run.returncode for run in runs)
+    return subprocess.CompletedProcess(launch, code, "".join(o[0] for o in outs), "".join(o[1] for o in outs))
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("full", [False, True], ids=["lora", "full"])
-def test_sharded_two_processes_match_one_process_with_doubled_accumulation(tmp_path, full):
-    single = subprocess.run([sys.executable, "-m", "diffalign", "train", _config(tmp_path, "one", full, 2, "none"),
-                             "--output-dir", str(tmp_path / "one")], env=_env(), capture_output=True, text=True)
+@pytest.mark.parametrize("full", [False, True], ids=["lora-2to1", "full-1to2-nnodes"])
+def test_sharded_steps_match_one_process_with_doubled_accumulation_across_resumes(tmp_path, full):
+    """The uninterrupted reference: 1 process, accumulation 2. LoRA (RWR): step 1 sharded on 2 processes,
+    then resumed on 1 process unsharded (2 -> 1). Full FT (Flow-DPO, reference copy, gradient checkpointing):
+    step 1 on 1 process, then resumed sharded on 2 "nodes" joined by a localhost rendezvous (1 -> 2)."""
+    single = _train(_config(tmp_path, "one", full, 2, "none"), tmp_path / "one")
     assert single.returncode == 0, single.stderr[-2000:]
-    legs = [["--max-steps", "1"], []] if not full else [[]]  # LoRA: stop after step 1, then resume from that checkpoint
-    for leg in legs:
-        double = _torchrun("-m", "diffalign", "train", _config(tmp_path, "two", full, 1, "fsdp"), "--output-dir",
-                           str(tmp_path / "two"), *leg)
-        assert double.returncode == 0, double.stderr[-3000:]
-    assert "on 2 processes" in double.stdout
-    expected, got = _final(tmp_path / "one", full), _final(tmp_path / "two", full)
+    legs = [(2, "fsdp", 1), (1, "none", 2)] if not full else [(1, "none", 2), (2, "fsdp", 1)]
+    for leg, (processes, sharding, accumulation) in enumerate(legs):
+        done = _train(_config(tmp_path, f"leg{leg}", full, accumulation, sharding), tmp_path / "legs",
+                      *(["--max-steps", "1"] if leg == 0 else []), processes=processes, nodes=full)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert (f"on 2 processes" in done.stdout) == (processes == 2), done.stdout
+    expected, got = _final(tmp_path / "one", full), _final(tmp_path / "legs", full)
     assert expected.keys() == got.keys() and expected
     import diffalign as da
 
@@ -63,16 +87,26 @@ def test_sharded_two_processes_match_one_process_with_doubled_accumulation(tmp_p
     moved = max((expected[k] - base.get(k, torch.zeros_like(expected[k]) if "lora_B" in k else expected[k])).abs().max().item()
                 for k in expected)
     assert moved > 0
-    # Equal up to float summation order (FSDP's reduce-scatter vs one all-reduce). AdamW divides each element's
-    # update by that element's own gradient scale, so where a gradient is near zero, rounding noise of ~1e-7
-    # becomes an update difference of up to lr (1e-3) per step: atol 1e-5 (1% of one step's largest move)
-    # for every element, and all but 0.1% of elements within 1e-6.
+    # Equal up to float summation order (FSDP's reduce-scatter vs one process's sum). AdamW divides each
+    # element's update by that element's own gradient scale, so where a gradient is near zero, rounding noise
+    # of ~1e-7 becomes an update difference of up to lr (1e-3) per step: atol 1e-5 (1% of one step's largest
+    # move) for every element, and all but 0.1% of elements within 1e-6.
     worst, loose = 0.0, 0
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], rtol=1e-5, atol=1e-5)
         diff = (got[key] - expected[key]).abs()
         worst, loose = max(worst, diff.max().item()), loose + int((diff > 1e-6).sum())
     assert loose <= 1e-3 * sum(v.numel() for v in expected.values()), (loose, worst)
+
+
+def test_resume_refuses_a_changed_number_of_micro_batches_per_step(tiny_config, tmp_path):
+    from diffalign.errors import DiffalignError
+    from diffalign.trainers import get_trainer
+
+    get_trainer("rwr")(tiny_config("rwr", train={"max_steps": 1}), tmp_path).train()
+    other = get_trainer("rwr")(tiny_config("rwr", train={"max_steps": 2, "gradient_accumulation_steps": 2}), tmp_path)
+    with pytest.raises(DiffalignError, match="gradient_accumulation_steps x processes"):
+        other.train()
 
 
 @pytest.mark.slow
