@@ -3,9 +3,6 @@ and the memory glibc's allocator reports in use on CPU."""
 
 import ctypes
 import gc
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -126,17 +123,20 @@ def test_published_architectures_have_their_published_sizes(name, billions):
     assert abs(total / 1e9 - billions) / billions < 0.05, total
 
 
-def _cli(*args):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "diffalign", "train", *args], env=env, capture_output=True, text=True)
+def test_plan_cli_prints_the_plan_and_refuses_bad_input(tmp_path, capsys, monkeypatch):
+    from diffalign.cli import main
 
-
-def test_plan_cli_prints_the_plan_and_refuses_bad_input(tmp_path):
-    done = _cli(str(ROOT / "configs" / "flow_dpo_digits.yaml"), "--plan", "--num-processes", "2", "--device-memory", "1",
-                "model.full_finetune=true", "train.sharding=fsdp")
-    assert done.returncode == 0, done.stderr
-    assert "* full, fsdp" in done.stdout and "2 process(es)" in done.stdout and not (tmp_path / "x").exists()
-    bad = _cli(str(ROOT / "configs" / "flow_dpo_digits.yaml"), "--plan", "--num-processes", "0")
-    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "--num-processes" in bad.stderr
-    bad = _cli(str(ROOT / "configs" / "flow_dpo_digits.yaml"), "--plan", "train.sharding=zero3")
-    assert bad.returncode == 2 and "train.sharding" in bad.stderr and "none, fsdp" in bad.stderr
+    monkeypatch.chdir(tmp_path)
+    config = str(ROOT / "configs" / "flow_dpo_digits.yaml")
+    assert main(["train", config, "--plan", "--num-processes", "2", "--device-memory", "1",
+                 "model.full_finetune=true", "train.sharding=fsdp"]) == 0
+    out = capsys.readouterr().out
+    assert "* full, fsdp" in out and "2 process(es)" in out and not list(tmp_path.iterdir())  # nothing written
+    for bad, key in ((["--num-processes", "0"], "--num-processes"), (["train.sharding=zero3"], "none, fsdp")):
+        assert main(["train", config, "--plan", *bad]) == 2
+        err = capsys.readouterr().err
+        assert key in err and err.strip().count("\n") == 0, err
+    assert main(["train", config, "--num-processes", "2", "--output-dir", "x"]) == 2  # --num-processes needs --plan
+    assert "go with --plan" in capsys.readouterr().err
+    assert main(["train", config, "--plan", "model.name=flux.1-dev", "--device-memory", "80"]) == 0  # published: meta only
+    assert "11,901,408,320" in capsys.readouterr().out
