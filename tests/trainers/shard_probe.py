@@ -1,9 +1,12 @@
 """Run under torchrun by test_sharding.py: build a trainer from a config file, take one step, and write
-what this process holds (local shard sizes, read from the tensors) to OUT/rank-<r>.json."""
+what this process holds (local shard sizes, read from the tensors) to OUT/rank-<r>.json; then save a
+checkpoint, step, reload the checkpoint, step again, and report whether both second steps agree bit for bit."""
 
 import json
 import sys
 from pathlib import Path
+
+import torch
 
 from diffalign.trainers import get_trainer, load_config
 from diffalign.trainers.sharding import local_tensor
@@ -23,6 +26,15 @@ def main(config_path: str, out: str) -> None:
         "optimizer_local": sum(local_tensor(t).numel() for t in state),
         "optimizer_global": sum(t.numel() for t in state),
     }
+    trainer.save_checkpoint()  # gathered from the shards, written by rank 0
+    trainer.train_step()
+    straight = trainer.trainable_state()
+    ema = [local_tensor(t).clone() for t in trainer.ema.shadow_params] if trainer.ema is not None else []
+    assert trainer.resume() and trainer.step == 1  # back to the checkpoint: weights, AdamW, EMA cut into shards again
+    trainer.train_step()
+    resumed = trainer.trainable_state()
+    report["resume_bit_exact"] = straight.keys() == resumed.keys() and all(torch.equal(straight[k], resumed[k]) for k in straight)
+    report["ema_bit_exact"] = all(torch.equal(a, local_tensor(b)) for a, b in zip(ema, trainer.ema.shadow_params)) if ema else None
     Path(out, f"rank-{report['rank']}.json").write_text(json.dumps(report))
 
 

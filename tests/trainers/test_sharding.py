@@ -112,9 +112,13 @@ def test_resume_refuses_a_changed_number_of_micro_batches_per_step(tiny_config, 
 @pytest.mark.slow
 @pytest.mark.parametrize("full", [True], ids=["full"])  # full FT: every weight trains (LoRA's shards: the equivalence test)
 def test_each_process_holds_half_of_the_trainable_weights_and_optimizer_state(tmp_path, full):
+    """Flow-DPO, full FT (reference copy sharded too), gradient checkpointing, EMA, 2 processes."""
     out = tmp_path / "probe"
     out.mkdir()
-    done = _torchrun(str(Path(__file__).with_name("shard_probe.py")), _config(tmp_path, "probe", full, 1, "fsdp"), str(out))
+    config = tmp_path / "probe.yaml"
+    config.write_text(yaml.safe_dump(tiny_raw("flow_dpo", model={"full_finetune": full, "gradient_checkpointing": True},
+                                              train={"gradient_accumulation_steps": 1, "sharding": "fsdp", "ema_decay": 0.9})))
+    done = _torchrun(str(Path(__file__).with_name("shard_probe.py")), str(config), str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     reports = [json.loads((out / f"rank-{r}.json").read_text()) for r in (0, 1)]
     for key in ("trainable", "weights", "optimizer"):
@@ -123,6 +127,8 @@ def test_each_process_holds_half_of_the_trainable_weights_and_optimizer_state(tm
         for r in reports:  # dim-0 chunks: half, give or take a row per tensor
             assert 0.4 * total <= r[f"{key}_local"] <= 0.6 * total, (key, r)
     assert reports[0]["optimizer_global"] == 2 * reports[0]["trainable_global"]
+    # a checkpoint gathered from the shards and cut into shards again resumes bit for bit (weights, AdamW, EMA)
+    assert all(r["resume_bit_exact"] and r["ema_bit_exact"] for r in reports), reports
 
 
 def test_accelerate_fsdp_config_is_refused_naming_train_sharding(tiny_config, tmp_path, monkeypatch):
