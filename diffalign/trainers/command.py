@@ -148,6 +148,9 @@ def run_train(args) -> None:
     directory = Path(args.output_dir)
     _check_writable(directory)
 
+    from .sharding import refuse_accelerate_fsdp
+
+    refuse_accelerate_fsdp()  # before accelerate's own state reads that config
     from accelerate import PartialState
 
     from .base import no_accelerator

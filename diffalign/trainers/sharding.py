@@ -54,16 +54,17 @@ def shard_like(full, like):
     return distribute_tensor(full.to(like.to_local().device, like.dtype), like.device_mesh, like.placements, src_data_rank=None)
 
 
-def refuse_accelerate_fsdp(accelerator) -> None:
+def refuse_accelerate_fsdp(accelerator=None) -> None:
     """accelerate's own FSDP (``accelerate launch --use_fsdp`` / an ``fsdp_config``) would wrap nothing here
     (the trainer never passes the model to ``prepare``), and on CPU accelerate drops it silently, so it is
-    refused, naming the key that does shard."""
+    refused, naming the key that does shard. Called before accelerate builds its state (which, on CPU,
+    fails on that config with a traceback of its own) and again by the trainer."""
     import os
 
     from ..errors import DiffalignError
 
     flag = os.environ.get("ACCELERATE_USE_FSDP", "").strip().lower() in ("1", "true", "yes")
-    if flag or getattr(accelerator.state, "fsdp_plugin", None) is not None:
+    if flag or (accelerator is not None and getattr(accelerator.state, "fsdp_plugin", None) is not None):
         raise DiffalignError("accelerate's FSDP config (--use_fsdp / fsdp_config) is not used by diffalign; launch "
                              "without it and set train.sharding=fsdp (FSDP2, one unit per block; docs/scaling.md)")
 

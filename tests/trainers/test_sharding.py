@@ -131,7 +131,7 @@ def test_each_process_holds_half_of_the_trainable_weights_and_optimizer_state(tm
     assert all(r["resume_bit_exact"] and r["ema_bit_exact"] for r in reports), reports
 
 
-def test_accelerate_fsdp_config_is_refused_naming_train_sharding(tiny_config, tmp_path, monkeypatch):
+def test_accelerate_fsdp_config_is_refused_naming_train_sharding(tiny_config, tmp_path, monkeypatch, capsys):
     from diffalign.errors import DiffalignError
     from diffalign.trainers import get_trainer
 
@@ -139,3 +139,9 @@ def test_accelerate_fsdp_config_is_refused_naming_train_sharding(tiny_config, tm
     with pytest.raises(DiffalignError, match="train.sharding=fsdp") as err:
         get_trainer("rwr")(tiny_config("rwr"), tmp_path)
     assert "\n" not in str(err.value)
+    from diffalign.cli import main  # the CLI refuses before accelerate reads the config (on CPU: its own traceback)
+
+    assert main(["train", _config(tmp_path, "cli", False, 1, "none"), "--output-dir", str(tmp_path / "run")]) == 2
+    assert not (tmp_path / "run").exists()
+    err = capsys.readouterr().err.strip()
+    assert "train.sharding=fsdp" in err and err.count("\n") == 0, err
