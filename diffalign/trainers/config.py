@@ -134,6 +134,11 @@ class TrainerConfig:
         for key in ("eval_samples_per_prompt", "eval_steps", "eval_grid_prompts"):
             require(getattr(d, key) >= 1, f"data.{key}", getattr(d, key), ">= 1")
         require(d.eval_every >= 0, "data.eval_every", d.eval_every, ">= 0")
+        if t.sharding == "fsdp" and d.test_prompts is not None:
+            # evaluation samples on the main process alone, and a sharded network needs every process in each pass
+            raise DiffalignError("config keys 'train.sharding: fsdp' and 'data.test_prompts' exclude each other for now "
+                                 "(evaluation runs on the main process only); drop data.test_prompts and evaluate final/ "
+                                 "with 'diffalign sample', or use train.sharding: none")
         if (d.eval_every or d.eval_rewards) and d.test_prompts is None:
             raise DiffalignError("config keys 'data.eval_every' and 'data.eval_rewards' need 'data.test_prompts' (the held-out prompt file)")
         if self.train.report_to == "wandb":

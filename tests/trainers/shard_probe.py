@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from diffalign.trainers import get_trainer, load_config
-from diffalign.trainers.sharding import local_tensor
+from diffalign.trainers.base import seeded_generator
+from diffalign.trainers.sharding import full_tensor, local_tensor
 
 
 def main(config_path: str, out: str) -> None:
@@ -26,6 +27,13 @@ def main(config_path: str, out: str) -> None:
         "optimizer_local": sum(local_tensor(t).numel() for t in state),
         "optimizer_global": sum(t.numel() for t in state),
     }
+    index = trainer.my_micro_batches()[0]
+    loss, _ = trainer.compute_loss(trainer.make_micro_batch(1, index, seeded_generator(0, 1, index)), 0)
+    loss.backward()  # FSDP reduce-scatters: each process holds its shard of the averaged gradient
+    full = torch.cat([full_tensor(p.grad).reshape(-1) for p in trainer.params])
+    report["grad_norm_gathered"] = float(full.double().norm())
+    report["grad_norm_clip"] = float(full_tensor(trainer.accelerator.clip_grad_norm_(trainer.params, 1e9)))  # what the step logs
+    trainer.optimizer.zero_grad(set_to_none=True)
     trainer.save_checkpoint()  # gathered from the shards, written by rank 0
     trainer.train_step()
     straight = trainer.trainable_state()

@@ -127,6 +127,9 @@ def test_each_process_holds_half_of_the_trainable_weights_and_optimizer_state(tm
         for r in reports:  # dim-0 chunks: half, give or take a row per tensor
             assert 0.4 * total <= r[f"{key}_local"] <= 0.6 * total, (key, r)
     assert reports[0]["optimizer_global"] == 2 * reports[0]["trainable_global"]
+    # the clipping norm is the whole gradient's (one shard's would be ~30% smaller); 1e-4: fp32 sums in another order
+    for r in reports:
+        assert r["grad_norm_clip"] == pytest.approx(r["grad_norm_gathered"], rel=1e-4) and r["grad_norm_gathered"] > 0
     # a checkpoint gathered from the shards and cut into shards again resumes bit for bit (weights, AdamW, EMA)
     assert all(r["resume_bit_exact"] and r["ema_bit_exact"] for r in reports), reports
 
