@@ -42,7 +42,7 @@ from ..errors import DiffalignError
 from . import checkpoint as ckpt
 from .config import TrainerConfig
 from .lora import adapters_disabled, add_lora, load_lora, save_lora
-from .sharding import full_tensor, local_tensor, shard_like
+from .sharding import full_tensor, gathered, local_tensor, shard_like
 
 CHECKPOINTS = "checkpoints"
 FINAL = "final"
@@ -259,8 +259,10 @@ class Trainer:
         return self.model
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        # under sharding each full_tensor is a collective: every process calls this, in the same order
-        return {name: full_tensor(p.detach()).clone() for name, p in self.trainable_module().named_parameters() if p.requires_grad}
+        # under sharding a collective (every process calls it, in the same order); the main process gets the
+        # whole tensors on its CPU, the others an empty dict
+        state = {name: gathered(p.detach()) for name, p in self.trainable_module().named_parameters() if p.requires_grad}
+        return {name: t.clone() for name, t in state.items() if t is not None}
 
     # -- the loop ------------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
@@ -415,7 +417,7 @@ class Trainer:
     def _full_ema(self):
         if self.ema is None:
             return None
-        ema = {f"{i}": full_tensor(t) for i, t in enumerate(self.ema.shadow_params)}
+        ema = {f"{i}": gathered(t) for i, t in enumerate(self.ema.shadow_params)}
         ema["optimization_step"] = torch.tensor([self.ema.optimization_step], dtype=torch.int64)
         return ema
 
@@ -423,7 +425,7 @@ class Trainer:
         """AdamW's state with every DTensor shard gathered: the same format as an unsharded run's, so a
         checkpoint resumes onto any number of processes, sharded or not."""
         state = self.optimizer.optimizer.state_dict()
-        state["state"] = {i: {k: full_tensor(v) for k, v in s.items()} for i, s in sorted(state["state"].items())}
+        state["state"] = {i: {k: gathered(v) for k, v in s.items()} for i, s in sorted(state["state"].items())}
         return state
 
     def _shard_optimizer_state(self, state: dict) -> dict:

@@ -39,6 +39,19 @@ def full_tensor(tensor):
     return tensor.full_tensor() if is_sharded(tensor) else tensor
 
 
+def gathered(tensor):
+    """The whole of a DTensor, as a CPU tensor on the main process and None on the others; a plain tensor as
+    it is. A collective (every process calls it, in the same order); one parameter at a time, so no process
+    ever holds more than one whole tensor on its device, and only the main process keeps a full copy (in
+    host memory): what FSDP's ``full_state_dict`` with ``cpu_offload`` does."""
+    if not is_sharded(tensor):
+        return tensor
+    import torch.distributed as dist
+
+    full = tensor.full_tensor()
+    return full.cpu() if dist.get_rank() == 0 else None
+
+
 def local_tensor(tensor):
     """This process's shard of a DTensor (no communication); a plain tensor as it is."""
     return tensor.to_local() if is_sharded(tensor) else tensor
@@ -109,12 +122,13 @@ def shard_trainer(trainer) -> list:
 
 def unsharded_copy(trainer):
     """A plain network on the CPU holding the gathered weights (every process calls this; only the main
-    process gets the copy, the others None): what ``final/`` is written from, in diffusers format."""
+    process gets the copy, the others None): what ``final/`` is written from, in diffusers format. The
+    main process needs host memory for one full copy of the network."""
 
     from .lora import add_lora
 
     network = trainer.network
-    state = {name: full_tensor(value) for name, value in network.state_dict().items()}
+    state = {name: gathered(value) for name, value in network.state_dict().items()}
     if not trainer.accelerator.is_main_process:
         return None
     from torch.distributed.fsdp import FSDPModule

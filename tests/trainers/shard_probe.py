@@ -41,7 +41,8 @@ def main(config_path: str, out: str) -> None:
     assert trainer.resume() and trainer.step == 1  # back to the checkpoint: weights, AdamW, EMA cut into shards again
     trainer.train_step()
     resumed = trainer.trainable_state()
-    report["resume_bit_exact"] = straight.keys() == resumed.keys() and all(torch.equal(straight[k], resumed[k]) for k in straight)
+    report["resume_bit_exact"] = (bool(straight) and straight.keys() == resumed.keys()
+                                  and all(torch.equal(straight[k], resumed[k]) for k in straight)) if report["rank"] == 0 else None
     report["ema_bit_exact"] = all(torch.equal(a, local_tensor(b)) for a, b in zip(ema, trainer.ema.shadow_params)) if ema else None
     Path(out, f"rank-{report['rank']}.json").write_text(json.dumps(report))
 
