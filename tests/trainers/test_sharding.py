@@ -127,6 +127,13 @@ def test_each_process_holds_half_of_the_trainable_weights_and_optimizer_state(tm
         for r in reports:  # dim-0 chunks: half, give or take a row per tensor
             assert 0.4 * total <= r[f"{key}_local"] <= 0.6 * total, (key, r)
     assert reports[0]["optimizer_global"] == 2 * reports[0]["trainable_global"]
+    # the memory plan's sharded figures are rank 0's shards exactly (dim-0 chunks of ceil(rows / P))
+    from diffalign.trainers.memory_plan import architecture_of, network_params, plan_memory
+
+    plan = plan_memory(network_params(architecture_of("digits-flow")[0], full_finetune=True), full_finetune=True,
+                       needs_reference=True, ema=True, sharded=True, processes=2)
+    assert plan.weights == 4 * reports[0]["weights_local"] and plan.gradients == 4 * reports[0]["trainable_local"]
+    assert plan.optimizer == 4 * reports[0]["optimizer_local"] + 4 * len(list(architecture_of("digits-flow")[0].parameters()))
     # the clipping norm is the whole gradient's (one shard's would be ~30% smaller); 1e-4: fp32 sums in another order
     for r in reports:
         assert r["grad_norm_clip"] == pytest.approx(r["grad_norm_gathered"], rel=1e-4) and r["grad_norm_gathered"] > 0
