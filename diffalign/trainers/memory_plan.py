@@ -234,11 +234,13 @@ def _flash_sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=Fals
     return _FlashAttention.apply(query, key, value)
 
 
-def saved_activation_bytes(network: nn.Module, inputs: dict, flash_attention: bool = True) -> dict:
+def saved_activation_bytes(network: nn.Module, inputs: dict, flash_attention: bool = True, train_all: bool = True) -> dict:
     """Bytes of the distinct tensors autograd saves in one forward pass of ``network(**inputs)``,
     parameters excluded: ``{"total": ..., "blocks": {name: bytes}, "block_inputs": {name: bytes}}``.
     Runs on any device; on ``meta`` it costs no memory. ``flash_attention`` counts attention as a flash
-    kernel saves it (see the module docstring); pass False to trace the real SDPA of a real device."""
+    kernel saves it (see the module docstring); pass False to trace the real SDPA of a real device.
+    ``train_all``: trace as full fine-tuning (every weight needs a gradient); False keeps the network's own
+    ``requires_grad`` flags (LoRA: autograd then saves less, e.g. nothing before the first adapter)."""
     from torch.multiprocessing.reductions import StorageWeakRef
 
     from .sharding import block_modules
@@ -279,7 +281,8 @@ def saved_activation_bytes(network: nn.Module, inputs: dict, flash_attention: bo
         torch.nn.functional.scaled_dot_product_attention = _flash_sdpa
     grads = [p.requires_grad for p in network.parameters()]
     try:
-        network.requires_grad_(True)  # the trace needs a graph; which weights train does not change activations much
+        if train_all:
+            network.requires_grad_(True)
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             network(**inputs)
     finally:
@@ -299,6 +302,19 @@ def activation_bytes(trace: dict, gradient_checkpointing: bool, mixed_precision:
     if gradient_checkpointing and trace["blocks"]:
         total = total - sum(trace["blocks"].values()) + sum(trace["block_inputs"].values()) + max(trace["blocks"].values())
     return total // 2 if mixed_precision in ("bf16", "fp16") else total
+
+
+def with_lora(network: nn.Module, rank: int, target_modules: list) -> nn.Module:
+    """A copy of a meta-device network with peft LoRA adapters on ``target_modules`` and its base frozen
+    (what the trainer trains under LoRA), for the activation trace."""
+    import copy
+
+    from peft import LoraConfig
+
+    copied = copy.deepcopy(network).requires_grad_(False)
+    if lora_targets(copied, list(target_modules)):
+        copied.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=list(target_modules)))
+    return copied
 
 
 def example_inputs(network: nn.Module, latent: tuple, text_tokens: int, batch: int = 1, device="meta") -> dict:
@@ -347,10 +363,13 @@ def plan_table(network: nn.Module, latent: tuple, text_tokens: int, *, lora_rank
     largest micro-batch (rows) in ``device_bytes``."""
     options = options or [Option("LoRA", False, False), Option("LoRA, fsdp", False, True),
                           Option("full", True, False), Option("full, fsdp", True, True)]
-    trace = saved_activation_bytes(network, example_inputs(network, latent, text_tokens))
-    per_row = activation_bytes(trace, gradient_checkpointing, mixed_precision)
+    inputs = example_inputs(network, latent, text_tokens)
+    per_mode = {True: activation_bytes(saved_activation_bytes(network, inputs), gradient_checkpointing, mixed_precision),
+                False: activation_bytes(saved_activation_bytes(with_lora(network, lora_rank, lora_target_modules), inputs,
+                                                               train_all=False), gradient_checkpointing, mixed_precision)}
     rows = []
     for opt in options:
+        per_row = per_mode[opt.full_finetune]
         params = network_params(network, full_finetune=opt.full_finetune, lora_rank=lora_rank,
                                 lora_target_modules=lora_target_modules)
         plan = plan_memory(params, full_finetune=opt.full_finetune, needs_reference=needs_reference, ema=ema,
