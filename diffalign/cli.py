@@ -124,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-every", type=int, default=None, help="override train.checkpoint_every")
     train.add_argument("--overwrite", action="store_true", help="start afresh over a used --output-dir")
     train.add_argument("--show-config", action="store_true", help="print the method's config keys, defaults and help")
+    train.add_argument("--plan", action="store_true", help="print the memory per process (weights, gradients, AdamW, reference, "
+                                                           "EMA, activations) for LoRA and full fine-tuning, sharded or not; "
+                                                           "builds the network on the meta device, loads no weights, trains nothing")
+    train.add_argument("--num-processes", type=int, default=None, metavar="P", help="with --plan: processes to plan for (default 1). With --plan, model.name may also "
+                            "be sd3-medium, flux.1-dev or wan2.1-14b (published architectures, built on the meta device)")
+    train.add_argument("--device-memory", type=float, default=None, metavar="GB",
+                       help="with --plan: memory of one device in GiB (default: this machine's GPU, else its RAM)")
 
     commands.add_parser("list", help="list models, samplers (with options), rewards and kernels")
 
@@ -272,7 +279,9 @@ def run_demo(args) -> None:
 def run_train(args) -> None:
     from .trainers.command import run_train as train
 
-    if not args.show_config and not args.output_dir:
+    if not args.plan and (args.num_processes is not None or args.device_memory is not None):
+        raise DiffalignError("--num-processes and --device-memory go with --plan")
+    if not args.show_config and not args.plan and not args.output_dir:
         raise DiffalignError("train needs --output-dir DIR")
     train(args)
 

@@ -42,6 +42,7 @@ from ..errors import DiffalignError
 from . import checkpoint as ckpt
 from .config import TrainerConfig
 from .lora import adapters_disabled, add_lora, load_lora, save_lora
+from .sharding import full_tensor, gathered, local_tensor, shard_like
 
 CHECKPOINTS = "checkpoints"
 FINAL = "final"
@@ -95,6 +96,9 @@ class Trainer:
             log_with=None if tc.report_to == "none" else tc.report_to,
             project_dir=str(self.output_dir / "logs"),
         )
+        from .sharding import refuse_accelerate_fsdp
+
+        refuse_accelerate_fsdp(self.accelerator)
         device = self.accelerator.device
         self.model = da.load_model(config.model.name).to(device)
         self.network = getattr(self.model, "network", None)
@@ -108,6 +112,12 @@ class Trainer:
             if not getattr(self.network, "_supports_gradient_checkpointing", False):
                 raise DiffalignError(f"{type(self.network).__name__} does not support gradient checkpointing")
             self.network.enable_gradient_checkpointing()
+        # FSDP2 (sharding.py); one process has nothing to shard with, and runs as unsharded
+        self.sharded = tc.sharding == "fsdp" and self.accelerator.num_processes > 1
+        if self.sharded:
+            from .sharding import shard_trainer
+
+            self.params = shard_trainer(self)
         self.reward = da.rewards.get(config.reward.name, **config.reward.options)
         if isinstance(self.reward, torch.nn.Module):
             self.reward = self.reward.to(device)
@@ -249,7 +259,10 @@ class Trainer:
         return self.model
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        return {name: p.detach().clone() for name, p in self.trainable_module().named_parameters() if p.requires_grad}
+        # under sharding a collective (every process calls it, in the same order); the main process gets the
+        # whole tensors on its CPU, the others an empty dict
+        state = {name: gathered(p.detach()) for name, p in self.trainable_module().named_parameters() if p.requires_grad}
+        return {name: t.clone() for name, t in state.items() if t is not None}
 
     # -- the loop ------------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
@@ -277,7 +290,7 @@ class Trainer:
                     record(key, value)
             self._average_gradients_across_processes()
             if tc.max_grad_norm > 0:
-                record("grad_norm", acc.clip_grad_norm_(self.params, tc.max_grad_norm))
+                record("grad_norm", full_tensor(acc.clip_grad_norm_(self.params, tc.max_grad_norm)))
             if self._update_is_finite(finite):
                 self.nonfinite_streak = 0
                 self.optimizer.step()
@@ -301,7 +314,7 @@ class Trainer:
         scaler = getattr(self.accelerator, "scaler", None)
         # under fp16's GradScaler an overflowing gradient is routine (the scaler skips that step and lowers
         # its scale), so only the loss counts there
-        grads = [] if scaler is not None and scaler.is_enabled() else [p.grad for p in self.params if p.grad is not None]
+        grads = [] if scaler is not None and scaler.is_enabled() else [local_tensor(p.grad) for p in self.params if p.grad is not None]
         finite = loss_finite and (not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()))
         if self.accelerator.num_processes > 1:
             flag = torch.tensor([0.0 if finite else 1.0], device=self.accelerator.device)
@@ -328,7 +341,7 @@ class Trainer:
             )
 
     def _average_gradients_across_processes(self) -> None:
-        if self.accelerator.num_processes == 1:
+        if self.accelerator.num_processes == 1 or self.sharded:  # FSDP2 reduce-scatters (averages) in backward
             return
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
         flat = torch.cat([g.reshape(-1) for g in grads])
@@ -388,18 +401,41 @@ class Trainer:
     def save_checkpoint(self) -> None:
         acc = self.accelerator
         acc.wait_for_everyone()
+        if self.sharded:  # gathered on every process (collectives), written by the main one in the unsharded format
+            trainable, optimizer, ema = self.trainable_state(), self._full_optimizer_state(), self._full_ema()
         if acc.is_main_process and not any(s == self.step for s, _ in ckpt.list_checkpoints(self.checkpoints_dir)):
-            ema = None
-            if self.ema is not None:
-                ema = {f"{i}": t for i, t in enumerate(self.ema.shadow_params)}
-                ema["optimization_step"] = torch.tensor([self.ema.optimization_step], dtype=torch.int64)
+            if not self.sharded:
+                trainable, optimizer, ema = self.trainable_state(), self.optimizer.optimizer.state_dict(), self._full_ema()
             ckpt.save_checkpoint(
-                self.checkpoints_dir, self.step, trainable=self.trainable_state(),
-                optimizer=self.optimizer.optimizer.state_dict(), scheduler=self.lr_scheduler.state_dict(), ema=ema,
+                self.checkpoints_dir, self.step, trainable=trainable,
+                optimizer=optimizer, scheduler=self.lr_scheduler.state_dict(), ema=ema,
                 extra={"data_position": self.data_position(self.step), "method": self.name, **self._scaler_state()},
                 keep=self.config.train.keep_checkpoints,
             )
         acc.wait_for_everyone()
+
+    def _full_ema(self):
+        if self.ema is None:
+            return None
+        ema = {f"{i}": gathered(t) for i, t in enumerate(self.ema.shadow_params)}
+        ema["optimization_step"] = torch.tensor([self.ema.optimization_step], dtype=torch.int64)
+        return ema
+
+    def _full_optimizer_state(self) -> dict:
+        """AdamW's state with every DTensor shard gathered: the same format as an unsharded run's, so a
+        checkpoint resumes onto any number of processes, sharded or not."""
+        state = self.optimizer.optimizer.state_dict()
+        state["state"] = {i: {k: gathered(v) for k, v in s.items()} for i, s in sorted(state["state"].items())}
+        return state
+
+    def _shard_optimizer_state(self, state: dict) -> dict:
+        """The inverse of :meth:`_full_optimizer_state` for this run's parameters (a no-op unsharded)."""
+        if not self.sharded:
+            return state
+        state = dict(state)
+        state["state"] = {i: {k: (shard_like(v, self.params[int(i)]) if torch.is_tensor(v) and v.dim() > 0 else v)
+                              for k, v in s.items()} for i, s in state["state"].items()}
+        return state
 
     def resume(self) -> bool:
         """Load the latest complete checkpoint, if any. A corrupt one is an error, never skipped."""
@@ -417,21 +453,26 @@ class Trainer:
         if not found:
             return False
         state = ckpt.load_checkpoint(found[-1][1])
+        recorded = state["extra"].get("data_position")
+        if recorded is not None and recorded != self.data_position(state["step"]):
+            raise DiffalignError(
+                f"checkpoint {found[-1][1]} is at data position {recorded} after step {state['step']}, this run would be at "
+                f"{self.data_position(state['step'])}: keep train.gradient_accumulation_steps x processes as the run had it")
         named = {name: p for name, p in self.trainable_module().named_parameters() if p.requires_grad}
         if set(named) != set(state["trainable"]):
             raise DiffalignError(f"checkpoint {found[-1][1]} does not match this model's trainable parameters")
         with torch.no_grad():
             for name, p in named.items():
-                p.copy_(state["trainable"][name])
+                p.copy_(shard_like(state["trainable"][name], p))
         try:
-            self.optimizer.optimizer.load_state_dict(state["optimizer"])
+            self.optimizer.optimizer.load_state_dict(self._shard_optimizer_state(state["optimizer"]))
             self.lr_scheduler.load_state_dict(state["scheduler"])
         except (KeyError, ValueError, TypeError, RuntimeError) as err:
             raise DiffalignError(f"checkpoint {found[-1][1]} holds an optimizer or scheduler state this run cannot use "
                                  f"({type(err).__name__}); delete it to resume from the previous checkpoint") from None
         if self.ema is not None and state["ema"] is not None:
             ema = state["ema"]
-            self.ema.shadow_params = [ema[str(i)].to(p.device) for i, p in enumerate(self.params)]
+            self.ema.shadow_params = [shard_like(ema[str(i)], p) for i, p in enumerate(self.params)]
             self.ema.optimization_step = int(ema["optimization_step"][0])
         scaler = getattr(self.accelerator, "scaler", None)
         if scaler is not None and state["extra"].get("grad_scaler"):
@@ -456,7 +497,20 @@ class Trainer:
         acc = self.accelerator
         target = self.output_dir / FINAL
         acc.wait_for_everyone()
-        if acc.is_main_process:
+        if self.sharded:
+            from .sharding import unsharded_copy
+
+            with self._ema_weights():
+                plain = unsharded_copy(self)  # gathered on every process, held by the main one
+            if acc.is_main_process:
+                sharded, self.network = self.network, plain
+                try:
+                    ckpt.check_finite({n: p for n, p in plain.named_parameters()}, f"final weights {target}")
+                    with atomic_directory(target) as tmp:
+                        self.write_final(tmp)
+                finally:
+                    self.network = sharded
+        elif acc.is_main_process:
             with self._ema_weights():
                 ckpt.check_finite(self.trainable_state(), f"final weights {target}")
                 with atomic_directory(target) as tmp:

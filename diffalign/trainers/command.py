@@ -15,6 +15,10 @@ from ..errors import DiffalignError
 from .run_dir import CONFIG_FILE, RunLock
 
 RESUMABLE_CHANGES = {"train.max_steps", "train.checkpoint_every", "train.log_every", "train.keep_checkpoints", "train.report_to"}
+# A checkpoint holds full (gathered) state in one format, so a run may resume sharded or not and on another
+# number of processes; the data stay the same when gradient_accumulation_steps x processes does, which
+# Trainer.resume checks against the checkpoint's data position.
+RESUMABLE_CHANGES |= {"train.sharding", "train.gradient_accumulation_steps"}
 
 
 def resolve_config(args):
@@ -28,6 +32,11 @@ def resolve_config(args):
     config = load_config(args.config, overrides)
     from ..cli_validation import check_train_config
 
+    if getattr(args, "plan", False):
+        from .memory_plan import ARCHITECTURES
+
+        if config.model.name in ARCHITECTURES:  # a published architecture: planned from its config, nothing to load
+            return config
     check_train_config(config.model.name, config.reward.name, config.reward.options, config.model.cond)
     return config
 
@@ -133,9 +142,15 @@ def run_train(args) -> None:
         print("\n".join(describe(config_class(args.config))))
         return
     config = resolve_config(args)  # every config error surfaces here, before heavy imports
+    if args.plan:
+        print(plan_text(config, args.num_processes, args.device_memory))
+        return
     directory = Path(args.output_dir)
     _check_writable(directory)
 
+    from .sharding import refuse_accelerate_fsdp
+
+    refuse_accelerate_fsdp()  # before accelerate's own state reads that config
     from accelerate import PartialState
 
     from .base import no_accelerator
@@ -162,6 +177,43 @@ def run_train(args) -> None:
         summary = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k in ("loss", "reward", "seconds"))
         processes = f" on {state.num_processes} processes" if state.num_processes > 1 else ""
         print(f"trained {config.method} to step {trainer.step}{processes} ({summary}); final weights in {directory / 'final'}")
+
+
+def plan_text(config, processes=None, device_memory_gb=None) -> str:
+    """``diffalign train CONFIG --plan``: the memory plan of the run (:mod:`.memory_plan`), no weights read."""
+    if processes is not None and processes < 1:
+        raise DiffalignError(f"--num-processes must be >= 1, got {processes}")
+    if device_memory_gb is not None and not device_memory_gb > 0:
+        raise DiffalignError(f"--device-memory must be > 0 GiB, got {device_memory_gb}")
+    from .memory_plan import architecture_of, format_table, machine_memory_bytes, plan_table
+
+    processes = processes or 1
+    device = int(device_memory_gb * 2**30) if device_memory_gb else machine_memory_bytes()
+    mc, tc = config.model, config.train
+    network, latent, tokens, what = architecture_of(mc.name)
+    rows = plan_table(network, latent, tokens, lora_rank=mc.lora_rank, lora_target_modules=mc.lora_target_modules,
+                      needs_reference=_needs_reference(config), ema=tc.ema_decay > 0,
+                      mixed_precision=tc.mixed_precision, gradient_checkpointing=mc.gradient_checkpointing,
+                      processes=processes, device_bytes=device)
+    mine = ("full" if mc.full_finetune else "LoRA") + (", fsdp" if tc.sharding == "fsdp" else "")
+    notes = [
+        f"  * this config. A row = one sample of {what} in one forward pass with gradient;",
+        f"    act/row: saved activations (meta-device trace{', gradient checkpointing' if mc.gradient_checkpointing else ''}"
+        f"{', x0.5 for ' + tc.mixed_precision if tc.mixed_precision != 'no' else ''}); max rows: (90% of the device - static) / act/row.",
+        "    fsdp divides weights, grads, AdamW moments, reference and EMA by P (dim 0, padded); 'gathered' is FSDP's",
+        "    transient (root parameters + 2 blocks); activations are never divided. Planned, not measured: see docs/scaling.md.",
+    ]
+    return format_table(f"memory plan: {config.method} on {mc.name} (mixed precision {tc.mixed_precision})", rows,
+                        processes, device, marked=mine) + "\n" + "\n".join(notes)
+
+
+def _needs_reference(config) -> bool:
+    """Whether the method keeps a reference policy (GRPO decides per config, by its KL term)."""
+    from . import get_trainer
+
+    if config.method == "grpo":
+        return config.kl_coef > 0
+    return bool(get_trainer(config.method).needs_reference)
 
 
 def _check_writable(directory: Path) -> None:

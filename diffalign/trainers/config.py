@@ -81,6 +81,9 @@ class TrainingConfig:
     report_to: Literal["tensorboard", "wandb", "none"] = option("tensorboard", "accelerate tracker (wandb must be installed)")
     async_scoring: bool = option(False, "score each micro-batch's rollouts in a background thread while the next micro-batch rolls out (GRPO; all within one step, so on-policy; overlaps from gradient_accumulation_steps >= 2; for slow or remote rewards)")
     rollout_cfg: bool = option(True, "with model.guidance_scale > 1: rollouts and GRPO's log-probs use CFG (two passes), as Flow-GRPO does; false: the conditional model alone")
+    sharding: Literal["none", "fsdp"] = option("none", "none: every process holds the whole model; fsdp: FSDP2 shards the denoiser's "
+                                                       "weights, gradients and AdamW moments across processes, one unit per block "
+                                                       "(torchrun or accelerate launch; see docs/scaling.md and 'diffalign train CONFIG --plan')")
     max_nonfinite_updates: int = option(3, "an update whose loss or gradient is NaN/inf is skipped and logged; this many in a "
                                            "row stop the run, keeping the last good checkpoint")
 
@@ -131,6 +134,11 @@ class TrainerConfig:
         for key in ("eval_samples_per_prompt", "eval_steps", "eval_grid_prompts"):
             require(getattr(d, key) >= 1, f"data.{key}", getattr(d, key), ">= 1")
         require(d.eval_every >= 0, "data.eval_every", d.eval_every, ">= 0")
+        if t.sharding == "fsdp" and d.test_prompts is not None:
+            # evaluation samples on the main process alone, and a sharded network needs every process in each pass
+            raise DiffalignError("config keys 'train.sharding: fsdp' and 'data.test_prompts' exclude each other for now "
+                                 "(evaluation runs on the main process only); drop data.test_prompts and evaluate final/ "
+                                 "with 'diffalign sample', or use train.sharding: none")
         if (d.eval_every or d.eval_rewards) and d.test_prompts is None:
             raise DiffalignError("config keys 'data.eval_every' and 'data.eval_rewards' need 'data.test_prompts' (the held-out prompt file)")
         if self.train.report_to == "wandb":
