@@ -1,4 +1,4 @@
-"""FlowSDE's marginal on coarse grids (issue 22, math 1): the figures quoted in docs/reliability.md.
+"""FlowSDE's marginal on coarse grids (issue 22, math 1): the figures quoted in the README (Reliability).
 
     python benchmarks/flow_sde_marginal.py
 
