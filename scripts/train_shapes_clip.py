@@ -65,7 +65,7 @@ def main() -> None:
                         help="how often position captions are drawn relative to a plain category")
     parser.add_argument("--lock-text-steps", type=int, default=0,
                         help="re-initialise the text tower and keep it frozen for this many steps (breaks the "
-                             "symmetric saddle where both towers ignore relation words; see the README, "The shapes world")")
+                             "symmetric saddle where both towers ignore relation words; see the README's shapes section)")
     parser.add_argument("--position-embedding-std", type=float, default=None,
                         help="re-draw the image tower's patch position embeddings with this std (transformers "
                              "initialises them small, so the ViT starts as a bag of patches, blind to arrangement)")

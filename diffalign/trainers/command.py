@@ -201,7 +201,7 @@ def plan_text(config, processes=None, device_memory_gb=None) -> str:
         f"    act/row: saved activations (meta-device trace{', gradient checkpointing' if mc.gradient_checkpointing else ''}"
         f"{', x0.5 for ' + tc.mixed_precision if tc.mixed_precision != 'no' else ''}); max rows: (90% of the device - static) / act/row.",
         "    fsdp divides weights, grads, AdamW moments, reference and EMA by P (dim 0, padded); 'gathered' is FSDP's",
-        "    transient (root parameters + 2 blocks); activations are never divided. Planned, not measured: see the README, "Scaling out".",
+        "    transient (root parameters + 2 blocks); activations are never divided. Planned, not measured: see the README's Scaling out section.",
     ]
     return format_table(f"memory plan: {config.method} on {mc.name} (mixed precision {tc.mixed_precision})", rows,
                         processes, device, marked=mine) + "\n" + "\n".join(notes)

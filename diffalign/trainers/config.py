@@ -83,7 +83,7 @@ class TrainingConfig:
     rollout_cfg: bool = option(True, "with model.guidance_scale > 1: rollouts and GRPO's log-probs use CFG (two passes), as Flow-GRPO does; false: the conditional model alone")
     sharding: Literal["none", "fsdp"] = option("none", "none: every process holds the whole model; fsdp: FSDP2 shards the denoiser's "
                                                        "weights, gradients and AdamW moments across processes, one unit per block "
-                                                       "(torchrun or accelerate launch; see the README, "Scaling out" and 'diffalign train CONFIG --plan')")
+                                                       "(torchrun or accelerate launch; see the README's Scaling out section and 'diffalign train CONFIG --plan')")
     max_nonfinite_updates: int = option(3, "an update whose loss or gradient is NaN/inf is skipped and logged; this many in a "
                                            "row stop the run, keeping the last good checkpoint")
 

@@ -79,7 +79,7 @@ def refuse_accelerate_fsdp(accelerator=None) -> None:
     flag = os.environ.get("ACCELERATE_USE_FSDP", "").strip().lower() in ("1", "true", "yes")
     if flag or (accelerator is not None and getattr(accelerator.state, "fsdp_plugin", None) is not None):
         raise DiffalignError("accelerate's FSDP config (--use_fsdp / fsdp_config) is not used by diffalign; launch "
-                             "without it and set train.sharding=fsdp (FSDP2, one unit per block; the README, "Scaling out")")
+                             "without it and set train.sharding=fsdp (FSDP2, one unit per block; the README's Scaling out section)")
 
 
 def shard_network(network: nn.Module, mesh, mixed_precision: str) -> None:
