@@ -16,10 +16,8 @@ import os
 
 import torch
 
-from .base import Reward
-from .hf_clip import load_hf_clip, processor_source, resolve_source
+from .hf_clip import HFClipReward
 from .registry import REWARDS
-from .text_cache import TextEmbeddingCache
 
 __all__ = ["CLIPSCORE_MODEL", "HFClipScore"]
 
@@ -27,7 +25,7 @@ CLIPSCORE_MODEL = "openai/clip-vit-large-patch14"
 
 
 @REWARDS.register("clipscore")
-class HFClipScore(Reward):
+class HFClipScore(HFClipReward):
     """``100 * max(cos(E_img(image), E_txt(prompt)), 0)`` under transformers' CLIP ViT-L/14.
 
     Options: ``path`` (a local ``save_pretrained`` directory of a ``CLIPModel`` with its processor
@@ -36,23 +34,10 @@ class HFClipScore(Reward):
     """
 
     name = "clipscore"
-    differentiable = True
-    needs_prompts = True
 
     def __init__(self, *, path: str | os.PathLike | None = None, hub_id: str = CLIPSCORE_MODEL,
                  dtype: str = "float32"):
-        super().__init__()
-        source = resolve_source(self.name, path, hub_id)
-        # the OpenAI repos ship the processor next to the weights
-        self.clip = load_hf_clip(self.name, source, processor_source(self.name, path, source), dtype)
-        self.source = source
-        self._texts = TextEmbeddingCache()
-        self.eval()  # a fixed scoring function: no dropout, whatever the caller's mode
+        super().__init__(path=path, hub_id=hub_id, processor=None, dtype=dtype)
 
     def forward(self, images: torch.Tensor, prompts=None, metadata=None) -> torch.Tensor:
-        image = self.clip.encode_image(images)
-        text = self._texts(prompts, self.clip.encode_text).to(image.device)
-        return (100.0 * (image * text).sum(dim=-1)).clamp(min=0.0).to(images.device)
-
-    def extra_repr(self) -> str:
-        return f"source={self.source!r}"
+        return (100.0 * self.cosines(images, prompts)).clamp(min=0.0).to(images.device)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import DiffalignError
+from .base import Reward
 from .pixel_preprocess import PixelPreprocess, PreprocessConfig
 
 __all__ = ["HFClip", "hub_load", "load_hf_clip", "resolve_source", "weights_dtype"]
@@ -128,3 +129,32 @@ def processor_source(reward: str, path: str | None, processor: str) -> str:
     if Path(str(processor)).expanduser().is_dir():
         return str(Path(processor).expanduser())
     return resolve_source(reward, None, processor)
+
+
+class HFClipReward(Reward):
+    """Base of the rewards that score ``cos(E_img(image), E_txt(prompt))`` under a transformers CLIP
+    (``clipscore``, ``pickscore``): loading, the per-prompt text cache and the cosine live here once;
+    a subclass turns the cosine into its score in :meth:`forward`."""
+
+    differentiable = True
+    needs_prompts = True
+
+    def __init__(self, *, path: str | os.PathLike | None, hub_id: str, processor: str | None, dtype: str):
+        from .text_cache import TextEmbeddingCache
+
+        super().__init__()
+        source = resolve_source(self.name, path, hub_id)
+        # processor None: the processor files ship next to the weights (the OpenAI repos)
+        self.clip = load_hf_clip(self.name, source, processor_source(self.name, path, processor or source), dtype)
+        self.source = source
+        self._texts = TextEmbeddingCache()
+        self.eval()  # a fixed scoring function: no dropout, whatever the caller's mode
+
+    def cosines(self, images: torch.Tensor, prompts) -> torch.Tensor:
+        """(B,) cosine of each image with its own prompt (unit-norm embeddings)."""
+        image = self.clip.encode_image(images)
+        text = self._texts(prompts, self.clip.encode_text).to(image.device)
+        return (image * text).sum(dim=-1)
+
+    def extra_repr(self) -> str:
+        return f"source={self.source!r}"

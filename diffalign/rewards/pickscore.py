@@ -18,10 +18,8 @@ import os
 
 import torch
 
-from .base import Reward
-from .hf_clip import load_hf_clip, processor_source, resolve_source
+from .hf_clip import HFClipReward
 from .registry import REWARDS
-from .text_cache import TextEmbeddingCache
 
 __all__ = ["PickScore", "PICKSCORE_MODEL", "PICKSCORE_PROCESSOR"]
 
@@ -30,7 +28,7 @@ PICKSCORE_PROCESSOR = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 
 
 @REWARDS.register("pickscore")
-class PickScore(Reward):
+class PickScore(HFClipReward):
     """``exp(logit_scale) * cos(E_img(image), E_txt(prompt))`` under the PickScore_v1 CLIP-H.
 
     Options: ``path`` (a local directory with the model, and the tokenizer/preprocessor files or
@@ -40,23 +38,11 @@ class PickScore(Reward):
     """
 
     name = "pickscore"
-    differentiable = True
-    needs_prompts = True
 
     def __init__(self, *, path: str | os.PathLike | None = None, hub_id: str = PICKSCORE_MODEL,
                  processor: str = PICKSCORE_PROCESSOR, dtype: str = "float32"):
-        super().__init__()
-        source = resolve_source(self.name, path, hub_id)
-        self.clip = load_hf_clip(self.name, source, processor_source(self.name, path, processor), dtype)
-        self.source = source
-        self._texts = TextEmbeddingCache()
-        self.eval()  # a fixed scoring function: no dropout, whatever the caller's mode
+        super().__init__(path=path, hub_id=hub_id, processor=processor, dtype=dtype)
 
     def forward(self, images: torch.Tensor, prompts=None, metadata=None) -> torch.Tensor:
-        image = self.clip.encode_image(images)
-        text = self._texts(prompts, self.clip.encode_text).to(image.device)
         scale = self.clip.model.logit_scale.detach().float().exp()
-        return (scale * (image * text).sum(dim=-1)).to(images.device)
-
-    def extra_repr(self) -> str:
-        return f"source={self.source!r}"
+        return (scale * self.cosines(images, prompts)).to(images.device)
