@@ -90,3 +90,23 @@ def _jsonl_entry(line: str, where: str) -> tuple[str, dict]:
     if not prompt.strip():
         raise DiffalignError(f"{where}: blank prompt")
     return prompt.strip(), entry
+
+
+def balance_groups(prompt_set: PromptSet, key: str) -> list[list[int]]:
+    """Prompt indices grouped by the value of metadata ``key`` (groups in order of first appearance).
+
+    Training with ``data.balance_by: key`` draws a group uniformly, then a prompt within it, so a
+    category with few prompts (GenEval's position prompts are a minority of most prompt sets) is
+    trained as often as a large one. Every row of a ``.jsonl`` file must carry ``key``.
+    """
+    if prompt_set.metadata is None:
+        raise DiffalignError(f"config key 'data.balance_by' is {key!r}, but {prompt_set.path} is a .txt file with no "
+                             "metadata; use a .jsonl prompt file whose rows carry that key")
+    groups: dict = {}
+    for index, meta in enumerate(prompt_set.metadata):
+        if key not in meta:
+            valid = sorted(k for k in meta if k != "prompt")
+            raise DiffalignError(f"config key 'data.balance_by' is {key!r}, but row {index + 1} of {prompt_set.path} "
+                                 f"has no such field; its fields: {', '.join(valid) or '(none)'}")
+        groups.setdefault(json.dumps(meta[key], sort_keys=True), []).append(index)
+    return list(groups.values())

@@ -126,7 +126,7 @@ class Trainer:
         if config.data.train_prompts is not None:
             from .prompt_data import TrainingPrompts
 
-            self.train_prompts = TrainingPrompts(config.data.train_prompts, config.seed)
+            self.train_prompts = TrainingPrompts(config.data.train_prompts, config.seed, config.data.balance_by)
         self.scorer = None
         if tc.async_scoring:
             from ..rewards.async_scoring import AsyncScorer

@@ -50,6 +50,8 @@ class RewardConfig:
 class DataConfig:
     train_prompts: Optional[str] = option(None, "training prompt file: .txt (one prompt a line) or .jsonl ({prompt: ..., other fields = metadata}); null = model.cond")
     test_prompts: Optional[str] = option(None, "held-out prompt file evaluated while training (same formats)")
+    balance_by: Optional[str] = option(None, "a .jsonl metadata key (e.g. category): each group draws a value of it uniformly, "
+                                             "then a prompt with that value; null = prompts drawn uniformly")
     eval_every: int = option(0, "steps between evaluations of the test prompts (0: only at the end)")
     eval_rewards: list = option([], "evaluation panel: reward names or {name: ..., options: {...}}; empty = the training reward")
     eval_samples_per_prompt: int = option(2, "samples per test prompt at each evaluation (fixed seeds)")
@@ -152,6 +154,12 @@ class TrainerConfig:
                 from ..prompt_files import read_prompt_file
 
                 read_prompt_file(path, f"config key 'data.{'train' if path == d.train_prompts else 'test'}_prompts':")  # torch-free: a bad file is one line before anything is written
+        if d.balance_by is not None:
+            if d.train_prompts is None:
+                raise DiffalignError("config key 'data.balance_by' needs 'data.train_prompts' (a .jsonl prompt file)")
+            from ..prompt_files import balance_groups, read_prompt_file
+
+            balance_groups(read_prompt_file(d.train_prompts, "config key 'data.train_prompts':"), d.balance_by)
 
 
 MAX_LORA_RANK = 4096  # above any layer width of the supported families' LoRA targets

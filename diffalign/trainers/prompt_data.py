@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 
 from ..models.conditioning import Condition, index_condition
-from ..prompt_files import PromptSet, read_prompt_file
+from ..prompt_files import PromptSet, balance_groups, read_prompt_file
 
 # the prompt draw's own stream: a fourth key next to (seed, step, index)
 PROMPT_STREAM = 0x9E3779B9
@@ -35,16 +35,26 @@ class GroupRows:
 class TrainingPrompts:
     """The training prompt file and the draw of each micro-batch's prompts."""
 
-    def __init__(self, path, seed: int):
+    def __init__(self, path, seed: int, balance_by: Optional[str] = None):
         self.prompt_set: PromptSet = read_prompt_file(path, "data.train_prompts")
         self.seed = int(seed)
+        self.balance = None if balance_by is None else balance_groups(self.prompt_set, balance_by)
 
     def draw(self, step: int, index: int, groups: int) -> list[int]:
-        """Prompt indices of micro-batch ``index`` of ``step``: a function of (seed, step, index) alone."""
+        """Prompt indices of micro-batch ``index`` of ``step``: a function of (seed, step, index) alone.
+
+        Uniform over prompts, or, with ``balance_by``, uniform over the key's values and then over
+        the prompts that carry the value.
+        """
         from .base import seeded_generator
 
         generator = seeded_generator(self.seed, step, index, PROMPT_STREAM)
-        return torch.randint(len(self.prompt_set), (groups,), generator=generator).tolist()
+        if self.balance is None:
+            return torch.randint(len(self.prompt_set), (groups,), generator=generator).tolist()
+        chosen = torch.randint(len(self.balance), (groups,), generator=generator).tolist()
+        within = torch.rand(groups, generator=generator, dtype=torch.float64).tolist()
+        return [self.balance[g][min(int(u * len(self.balance[g])), len(self.balance[g]) - 1)]
+                for g, u in zip(chosen, within)]
 
 
 def group_rows(model, prompts: list[str], metadata: Optional[list], group_size: int) -> GroupRows:

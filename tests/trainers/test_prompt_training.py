@@ -51,6 +51,25 @@ def test_each_group_is_one_prompt_drawn_from_seed_step_and_index(prompt_files, t
     assert batch["advantages"].view(3, 4).mean(1).abs().max() < 1e-5
 
 
+def test_balance_by_draws_each_metadata_value_equally_often(prompt_files, tmp_path):
+    from diffalign.trainers.prompt_data import TrainingPrompts
+
+    train = tmp_path / "skewed.jsonl"  # nine prompts of one category, one of another
+    train.write_text("".join(json.dumps({"prompt": str(d), "category": "many" if d else "rare"}) + "\n" for d in range(10)))
+    uniform, balanced = TrainingPrompts(train, 0), TrainingPrompts(train, 0, balance_by="category")
+    draws = [balanced.draw(step, 0, 8) for step in range(200)]
+    rare = sum(d.count(0) for d in draws) / 1600
+    assert 0.45 < rare < 0.55  # the one 'rare' prompt: half the groups, not a tenth
+    assert sum(d.count(0) for d in (uniform.draw(s, 0, 8) for s in range(200))) / 1600 < 0.15
+    assert {i for d in draws for i in d} == set(range(10))  # every prompt of the large group is drawn
+    assert balanced.draw(7, 1, 8) == TrainingPrompts(train, 0, balance_by="category").draw(7, 1, 8)
+    raw = prompt_raw("grpo", (str(train), prompt_files[1]), data={"balance_by": "categry"})
+    with pytest.raises(DiffalignError, match="'categry'.*row 1.*its fields: category"):
+        config_from_dict(raw)
+    with pytest.raises(DiffalignError, match="a .txt file with no metadata"):
+        config_from_dict(prompt_raw("grpo", prompt_files, data={"balance_by": "category"}))
+
+
 def test_evaluation_writes_eval_jsonl_scalars_and_grids_and_resume_adds_no_duplicates(prompt_files, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
