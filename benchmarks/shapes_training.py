@@ -1,16 +1,17 @@
-"""GRPO on the `shapes` world: GenEval-style accuracy on the held-out test prompts against wall-clock time.
+"""Fine-tuning on the `shapes` world (GRPO, Flow-DPO, RWR): GenEval-style test accuracy against wall-clock time.
 
-Flow-GRPO's headline (GenEval 63% -> 95% on SD3.5-M), in miniature: `configs/grpo_shapes.yaml` trains a
-LoRA on the train prompts with the verifier's clause fractions (`shapes-verifier`, partial=True) and
+Flow-GRPO's headline (GenEval 63% -> 95% on SD3.5-M), in miniature: `configs/<method>_shapes.yaml` trains
+a LoRA on the train prompts with the verifier's clause fractions (`shapes-verifier`, partial=True) and
 evaluates the test prompts (64 rows per category, one sample each, fixed seeds) with the strict
 verifier while it trains (`eval.jsonl`). This script runs that preset (or reads a finished run with
 `--run-dir`) and reports, per evaluation, the accuracy per GenEval category, the overall score (the
 mean of the category means, as GenEval), the held-out compositions' accuracy and the wall time; with
 `--fidelity`, the fidelity drift of the final LoRA (Frechet distance in shapes-clip's image space to
 renders of the same prompts, as `benchmarks/shapes_base.py`) against the base model's.
-Target (issue): overall >= 0.90, no category below 0.75, within 30 CPU-minutes; fidelity drift within 2x.
+Target (issue, GRPO): overall >= 0.90, no category below 0.75, within 30 CPU-minutes; fidelity drift
+within 2x. Flow-DPO and RWR get a row each at the same budget.
 
-    python benchmarks/shapes_grpo.py [--quick] [--run-dir runs/grpo-shapes] [--fidelity]
+    python benchmarks/shapes_training.py [--method grpo|flow_dpo|rwr] [--quick] [--run-dir DIR] [--fidelity]
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs" / "grpo_shapes.yaml"
+METHODS = ("grpo", "flow_dpo", "rwr")
 
 
 def accuracy_table(run_dir: Path, times: dict[int, float] | None = None) -> list[dict]:
@@ -79,6 +80,7 @@ def final_fidelity(run_dir: Path) -> tuple[float, float]:
 
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--method", choices=METHODS, default="grpo", help="configs/<method>_shapes.yaml")
     p.add_argument("--run-dir", type=Path, default=None, help="read this finished run instead of training")
     p.add_argument("--times", type=Path, default=None, help="poller file of eval-line arrival times (old runs)")
     p.add_argument("--fidelity", action="store_true", help="also measure the final LoRA's fidelity drift")
@@ -86,34 +88,34 @@ def main() -> None:
     common.setup(args)
     from diffalign.shapes.captions import CATEGORIES
 
-    run_dir = args.run_dir
+    run_dir, config = args.run_dir, ROOT / "configs" / f"{args.method}_shapes.yaml"
     if run_dir is None:
-        run_dir = ROOT / "runs" / ("shapes-grpo-quick" if args.quick else "shapes-grpo")
+        run_dir = ROOT / "runs" / f"shapes-{args.method}{'-quick' if args.quick else ''}"
         overrides = ["train.max_steps=4", "data.eval_every=2"] if args.quick else []
-        subprocess.run([sys.executable, "-m", "diffalign", "train", str(CONFIG), "--output-dir", str(run_dir),
+        subprocess.run([sys.executable, "-m", "diffalign", "train", str(config), "--output-dir", str(run_dir),
                         "--overwrite", *overrides], check=True)
     table = accuracy_table(run_dir, read_poll_times(args.times) if args.times else None)
     header = ["step", "minutes", *CATEGORIES, "overall", "held-out"]
     rows = [[r["step"], f"{r['minutes']:.1f}", *(f"{r[c]:.2f}" for c in CATEGORIES), f"{r['overall']:.3f}",
              f"{r['held_out']:.2f}"] for r in table]
-    notes = (f"`configs/grpo_shapes.yaml`, run directory `{run_dir.relative_to(ROOT) if run_dir.is_relative_to(ROOT) else run_dir}`: "
+    notes = (f"`configs/{args.method}_shapes.yaml`, run directory `{run_dir.relative_to(ROOT) if run_dir.is_relative_to(ROOT) else run_dir}`: "
              "strict shapes-verifier on the 384 test rows (64 per category, one sample each, CFG 3, 20 steps, fixed "
              "seeds), 'overall' = mean of the category means (GenEval). Minutes: wall time since the base "
-             "evaluation (step 0), on this 2-core CPU. Command: `python benchmarks/shapes_grpo.py"
+             "evaluation (step 0), on this 2-core CPU. Command: `python benchmarks/shapes_training.py --method {args.method}"
              + (" --quick`" if args.quick else f" --run-dir {args.run_dir}`" if args.run_dir else "`"))
     final = table[-1]
     extra = {}
     if args.fidelity:
         base, tuned = final_fidelity(run_dir)
         notes += f"\n\nFidelity (Frechet distance in shapes-clip image space to renders; floor about 0.007): base {base:.4f}, " \
-                 f"after GRPO {tuned:.4f} ({tuned / base:.2f}x the base; target within 2x)."
+                 f"after {args.method} {tuned:.4f} ({tuned / base:.2f}x the base; target within 2x)."
         extra = {"fidelity_ratio": f"{tuned / base:.2f}"}
-    path = common.write_markdown("shapes_grpo", "GRPO on shapes: test-prompt accuracy against wall-clock time", rows,
+    path = common.write_markdown(f"shapes_{args.method}", f"{args.method} on shapes: test-prompt accuracy against wall-clock time", rows,
                                  header, notes, args.quick)
     print(f"wrote {path}")
     worst = min(final[c] for c in CATEGORIES)
     met = final["overall"] >= 0.90 and worst >= 0.75 and final["minutes"] <= 30
-    common.result_line("shapes_grpo", base_overall=f"{table[0]['overall']:.3f}", final_overall=f"{final['overall']:.3f}",
+    common.result_line(f"shapes_{args.method}", base_overall=f"{table[0]['overall']:.3f}", final_overall=f"{final['overall']:.3f}",
                        worst_category=f"{worst:.2f}", minutes=f"{final['minutes']:.1f}", step=final["step"],
                        met=str(met).lower(), **extra)
 
