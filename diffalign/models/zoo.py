@@ -140,7 +140,7 @@ def load_model(
         decoder=decoder,
     )
     if lora is not None:
-        from ..trainers.lora import load_lora
+        from .lora import load_lora
 
         load_lora(network, lora)
     model = model.eval().requires_grad_(False)
@@ -264,7 +264,7 @@ def _load_pipeline_model(directory: Path, device, dtype, lora) -> Denoiser:
         pipe.to(device)
     model = denoiser_from_pipe(pipe)
     if lora is not None:
-        from ..trainers.lora import load_lora
+        from .lora import load_lora
 
         load_lora(model.network, lora)
     embedded = next((name for name, path in EMBEDDED.items() if path.resolve() == directory.resolve()), None)

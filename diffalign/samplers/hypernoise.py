@@ -19,7 +19,8 @@ import torch
 from ..errors import DiffalignError
 from ..kernels import Kernel
 from ..models.conditioning import index_condition
-from ..models.noise_hypernetwork import NoiseHypernetwork, load_hypernetwork
+from ..models.hypernetwork_forms import load_hypernetwork
+from ..models.noise_hypernetwork import NoiseHypernetwork
 from .base import SampleOutput, Sampler, progress_bar, too_small_budget
 from .noise_generator import deterministic_kernel, generate, generator_passes
 from .registry import SAMPLERS

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from ..errors import DiffalignError
 from . import checkpoint as ckpt
 from .config import TrainerConfig
-from .lora import adapters_disabled, add_lora, load_lora, save_lora
+from ..models.lora import adapters_disabled, add_lora, load_lora, save_lora
 from .sharding import full_tensor, gathered, local_tensor, shard_like
 
 CHECKPOINTS = "checkpoints"
