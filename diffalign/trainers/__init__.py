@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import importlib
 
-from .config import METHODS, TrainerConfig, config_from_dict, load_config
+from .config import TrainerConfig
+from .configs import METHODS, config_from_dict, load_config
 
 # method -> (module, Trainer class name)
 _TRAINERS = {"flow_dpo": (".flow_dpo", "FlowDPOTrainer"), "rwr": (".rwr", "RWRTrainer"), "grpo": (".grpo", "GRPOTrainer"),

@@ -53,7 +53,8 @@ def _flatten(node: dict, prefix: str = "") -> dict:
 
 def _defaults(method) -> dict:
     """The flattened default config of a method ({} for an unknown one)."""
-    from .config import config_class, to_dict
+    from .config import to_dict
+    from .configs import config_class
 
     try:
         return _flatten(to_dict(config_class(method)()))
@@ -137,7 +138,7 @@ def run_train(args) -> None:
     from .config import describe, to_dict
 
     if args.show_config:
-        from .config import config_class
+        from .configs import config_class
 
         print("\n".join(describe(config_class(args.config))))
         return
