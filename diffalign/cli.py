@@ -26,11 +26,11 @@ from .cli_validation import (
     check_serve_args,
     check_writable_dir,
     check_writable_file,
+    is_user_reward,
     parse_count,
     parse_options,  # noqa: F401  (kept importable from here)
 )
 from .errors import DiffalignError, SamplingWarning, report_warnings
-from .user_rewards import is_user_reward
 from .version import __version__
 
 EXIT_BAD_INPUT = 2
