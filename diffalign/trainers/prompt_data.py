@@ -18,6 +18,7 @@ import torch
 
 from ..models.conditioning import Condition, index_condition
 from ..prompt_files import PromptSet, read_prompt_file
+from .seeding import seeded_generator
 
 # the prompt draw's own stream: a fourth key next to (seed, step, index)
 PROMPT_STREAM = 0x9E3779B9
@@ -41,8 +42,6 @@ class TrainingPrompts:
 
     def draw(self, step: int, index: int, groups: int) -> list[int]:
         """Prompt indices of micro-batch ``index`` of ``step``: a function of (seed, step, index) alone."""
-        from .base import seeded_generator
-
         generator = seeded_generator(self.seed, step, index, PROMPT_STREAM)
         return torch.randint(len(self.prompt_set), (groups,), generator=generator).tolist()
 
