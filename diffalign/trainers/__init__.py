@@ -7,8 +7,8 @@ and the noisy reward model of Flow-NRG guidance (``noisy_reward``).
 
 or ``diffalign train configs/grpo_digits.yaml --output-dir runs/grpo`` (``accelerate launch -m diffalign
 train ...`` for several processes). Each method is a Config (``<method>_config.py``, no torch: the CLI
-checks a config before importing torch) and a Trainer (``<method>.py``); the maths lives in
-:mod:`~diffalign.trainers.losses`.
+checks a config before importing torch; :mod:`~diffalign.trainers.configs` lists them) and a Trainer
+(``<method>.py``); the maths lives in :mod:`~diffalign.trainers.losses`.
 """
 
 from __future__ import annotations
