@@ -41,7 +41,7 @@ def worker(config_json: str, out: str, steps: int) -> None:
     import torch
 
     from diffalign.trainers import config_from_dict, get_trainer
-    from diffalign.trainers.base import seeded_generator
+    from diffalign.trainers.seeding import seeded_generator
     from diffalign.trainers.sharding import local_tensor
 
     config = config_from_dict(json.loads(config_json))

@@ -65,7 +65,7 @@ def compare(step, bare, repeats: int) -> tuple[float, float]:
 
 
 def bare_dpo(trainer, n: int):
-    from diffalign.trainers.lora import adapters_disabled
+    from diffalign.models.lora import adapters_disabled
 
     model, shape = trainer.model, trainer.model.shape
     x = torch.randn(2 * n, *shape)

@@ -26,11 +26,11 @@ from .cli_validation import (
     check_serve_args,
     check_writable_dir,
     check_writable_file,
+    is_user_reward,
     parse_count,
     parse_options,  # noqa: F401  (kept importable from here)
 )
-from .errors import DiffalignError, SamplingWarning
-from .user_rewards import is_user_reward
+from .errors import DiffalignError, SamplingWarning, report_warnings
 from .version import __version__
 
 EXIT_BAD_INPUT = 2
@@ -199,7 +199,7 @@ def run_sample(args) -> None:
         out = sampler.sample(model, reward, num_samples=args.num_samples, nfe=args.nfe, steps=args.steps,
                              seed=args.seed, cond=None if args.prompt_list else args.cond,
                              prompts=args.prompt_list or None)
-    _report_warnings(caught)
+    report_warnings(caught)
     da.save_grid(model.decode(out.samples), out_path)
     mean = f"{out.rewards.float().mean().item():.4f}" if out.rewards is not None else "n/a"
     distinct = f" ({out.info['distinct']} distinct)" if "distinct" in out.info else ""
@@ -238,15 +238,6 @@ def build_reward(args, reward_options: dict):
         return da.rewards.get(args.reward, **reward_options)
     parts = [da.rewards.get(name, **options) for name, _, options in args.reward_terms]
     return da.rewards.get("weighted-sum", rewards=parts, weights=[weight for _, weight, _ in args.reward_terms])
-
-
-def _report_warnings(caught) -> None:
-    """Our own warnings as one line each on stderr; anything else as Python would show it."""
-    for item in caught:
-        if issubclass(item.category, SamplingWarning):
-            print(f"diffalign: warning: {item.message}", file=sys.stderr)
-        else:
-            warnings.showwarning(item.message, item.category, item.filename, item.lineno)
 
 
 def run_list(_args) -> None:

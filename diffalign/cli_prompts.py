@@ -17,13 +17,11 @@ import warnings
 from pathlib import Path
 
 from .atomic import atomic_write_bytes
-from .errors import SamplingWarning
+from .errors import SamplingWarning, report_warnings
 
 
 def sample_prompts(args, state, sampler, model, reward, out_path: Path) -> None:
-    import diffalign as da
-
-    from .cli import _report_warnings
+    from .images import save_grid
 
     jobs = list(enumerate(args.prompt_list))
     lines = []
@@ -35,12 +33,12 @@ def sample_prompts(args, state, sampler, model, reward, out_path: Path) -> None:
                 warnings.simplefilter("always", SamplingWarning)
                 out = sampler.sample(model, reward, num_samples=args.num_samples, nfe=args.nfe, steps=args.steps,
                                      seed=args.seed + first, prompts=[prompt for _, prompt in mine], metadata=metadata)
-            _report_warnings(caught)
+            report_warnings(caught)
             images = model.decode(out.samples)
             k = args.num_samples
             for j, (index, prompt) in enumerate(mine):
                 image = out_path.with_name(f"{out_path.stem}-{index:03d}{out_path.suffix}")
-                da.save_grid(images[j * k:(j + 1) * k], image)
+                save_grid(images[j * k:(j + 1) * k], image)
                 rewards = None if out.rewards is None else [round(float(r), 6) for r in out.rewards[j * k:(j + 1) * k]]
                 lines.append({
                     "index": index, "prompt": prompt, "image": str(image), "rewards": rewards,

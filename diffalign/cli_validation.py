@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import DiffalignError, choice_error
-from .user_rewards import is_user_reward
 
 # Names the registries and the zoo know, with their options (in signature order) and which of them
 # are required. Keep in sync with the @register decorators; the test above says what to change.
@@ -67,6 +66,12 @@ KERNELS = ("ddim", "ddpm", "euler", "flow-sde")
 
 # RLG's recommended range is w in [1, 3] (arXiv:2508.21016); 1.5 extrapolates past the tuned model a little
 DEFAULT_RLG_WEIGHT = 1.5
+
+
+def is_user_reward(text: str) -> bool:
+    """``FILE.py:NAME`` or ``module:NAME``, your own reward (:mod:`diffalign.user_rewards` loads it; a
+    registered name never holds a colon)."""
+    return ":" in text and "=" not in text and "," not in text
 
 
 def parse_count(text: str) -> int:

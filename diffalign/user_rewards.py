@@ -16,12 +16,7 @@ from pathlib import Path
 
 from .errors import DiffalignError
 
-__all__ = ["is_user_reward", "load_user_reward"]
-
-
-def is_user_reward(text: str) -> bool:
-    """``FILE.py:NAME`` or ``module:NAME`` (a registered name never holds a colon)."""
-    return ":" in text and "=" not in text and "," not in text
+__all__ = ["load_user_reward"]
 
 
 def load_user_reward(spec: str, options: dict):

@@ -44,7 +44,7 @@ def test_bad_input_is_one_line(capsys, tmp_path, argv, message):
 def test_missing_and_corrupt_weights(capsys, tmp_path):
     import shutil
 
-    from diffalign.models.zoo import EMBEDDED
+    from diffalign.zoo import EMBEDDED
 
     broken = tmp_path / "broken"
     shutil.copytree(EMBEDDED["digits"], broken)

@@ -102,7 +102,7 @@ def _signature_options(factory):
 def test_catalog_matches_the_registries():
     """If this fails, a sampler or reward changed: update diffalign/cli_validation.py to match."""
     import diffalign as da
-    from diffalign.models.zoo import EMBEDDED
+    from diffalign.zoo import EMBEDDED
     from diffalign.rewards import REWARDS
     from diffalign.samplers import SAMPLERS
 

@@ -10,7 +10,7 @@ import torch
 
 import diffalign as da
 from diffalign.evaluation import classify
-from diffalign.models.zoo import DATA_DIR, EMBEDDED
+from diffalign.zoo import DATA_DIR, EMBEDDED
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import diffalign as da
-from diffalign.models.noise_hypernetwork import build_hypernetwork, load_hypernetwork
+from diffalign.models.hypernetwork_forms import build_hypernetwork, load_hypernetwork
 from diffalign.noise_space import batch_jacobian, hypernoise_loss, logdet_correction, offset_penalty
 
 

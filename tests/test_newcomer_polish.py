@@ -28,7 +28,7 @@ def test_train_help_names_every_method(capsys):
 
 def test_the_hypernoise_presets_sample_command_runs(tmp_path, capsys):
     """Failed before: the preset's comment said `diffalign sample digits-fast ...` (no --model)."""
-    from diffalign.models.noise_hypernetwork import build_hypernetwork
+    from diffalign.models.hypernetwork_forms import build_hypernetwork
 
     line = next(l for l in (ROOT / "configs" / "hypernoise_digits.yaml").read_text().splitlines() if "diffalign sample" in l)
     argv = shlex.split(line.lstrip("# "))[1:]
@@ -40,7 +40,7 @@ def test_the_hypernoise_presets_sample_command_runs(tmp_path, capsys):
 
 def test_a_lora_of_a_different_size_model_is_one_line(tmp_path, capfd):
     """Failed before: diffusers and peft printed a state-dict error per tensor (27 lines) before ours."""
-    from diffalign.trainers.lora import add_lora, save_lora
+    from diffalign.models.lora import add_lora, save_lora
     from tests.pipelines.tiny import tiny_sd3_transformer
 
     network = tiny_sd3_transformer()

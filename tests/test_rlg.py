@@ -6,7 +6,7 @@ import torch
 import diffalign as da
 from diffalign.cli import main
 from diffalign.oracles import gaussian_denoiser
-from diffalign.trainers.lora import add_lora, save_lora
+from diffalign.models.lora import add_lora, save_lora
 
 VP = da.VPSchedule.linear(1e-4, 0.02, 1000)
 

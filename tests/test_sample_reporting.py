@@ -7,7 +7,7 @@ import torch
 
 import diffalign as da
 from diffalign.oracles import gaussian_denoiser
-from diffalign.samplers import base
+from diffalign.samplers import progress
 
 SCHEDULE = da.VPSchedule.linear(1e-4, 0.02, 1000)
 POOLING = ("sir", "smc", "dts", "dts-star")
@@ -85,7 +85,7 @@ def test_repr_is_short(model):
 
 
 def test_progress_default_shows_bars_when_not_a_terminal(model, capsys, monkeypatch):
-    monkeypatch.setattr(base, "PROGRESS_DELAY_S", 0.0)  # the default waits 3 s; this run is shorter
+    monkeypatch.setattr(progress, "PROGRESS_DELAY_S", 0.0)  # the default waits 3 s; this run is shorter
     da.sample(model, None, sampler="ancestral", num_samples=2, steps=10)
     assert "denoise" in capsys.readouterr().err
     da.sample(model, None, sampler="ancestral", num_samples=2, steps=10, progress=False)
@@ -94,7 +94,7 @@ def test_progress_default_shows_bars_when_not_a_terminal(model, capsys, monkeypa
 
 def test_progress_bar_takes_disable_with_progress_off():
     """progress=False plus an explicit disable= once raised "multiple values for keyword 'disable'"."""
-    from diffalign.samplers.base import progress_bar
+    from diffalign.samplers.progress import progress_bar
 
     bar = progress_bar(range(3), progress=False, disable=True, desc="x")
     assert bar.disable and list(bar) == [0, 1, 2]

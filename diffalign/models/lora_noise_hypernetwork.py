@@ -19,7 +19,7 @@ elements of z, the KL approximation of :mod:`diffalign.noise_space`); the refere
 ``reward_weight = 32``).
 
 Saved in diffusers' LoRA format (``pytorch_lora_weights.safetensors``, see
-:mod:`diffalign.trainers.lora`).
+:mod:`diffalign.models.lora`).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import torch
 
 from ..errors import DiffalignError
 from .conditioning import Condition
+from .lora import ADAPTER_NAME, WEIGHT_NAME, add_lora, lora_format, save_lora
 from .noise_hypernetwork import NoiseHypernetwork
 
 DEFAULT_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2"]
@@ -49,8 +50,6 @@ class LoRANoiseHypernetwork(NoiseHypernetwork):
 
     def __init__(self, model, rank: int = 8, alpha: float = 8.0, target_modules=None, seed: int = 0):
         super().__init__()
-        from ..trainers.lora import add_lora
-
         if getattr(model, "network", None) is None:
             raise DiffalignError(f"the LoRA hypernetwork needs a diffusers-network model (from da.load_model), got {type(model).__name__}; use form 'mlp'")
         self.rank, self.alpha, self.seed = int(rank), float(alpha), int(seed)
@@ -75,15 +74,11 @@ class LoRANoiseHypernetwork(NoiseHypernetwork):
         return {"rank": self.rank, "alpha": self.alpha, "target_modules": self.target_modules, "seed": self.seed}
 
     def save_weights(self, directory: Path) -> None:
-        from ..trainers.lora import save_lora
-
         save_lora(self.adapted.network, directory)
 
     def load_weights(self, directory: Path) -> None:
         from peft.utils import set_peft_model_state_dict
         from safetensors.torch import load_file
-
-        from ..trainers.lora import WEIGHT_NAME, lora_format
 
         file = Path(directory) / WEIGHT_NAME
         if not file.is_file():
@@ -92,7 +87,7 @@ class LoRANoiseHypernetwork(NoiseHypernetwork):
         state = {k[len(prefix):]: v for k, v in load_file(str(file)).items() if k.startswith(prefix)}
         if not state:
             raise DiffalignError(f"LoRA file {file} has no '{prefix}' weights")
-        result = set_peft_model_state_dict(self.adapted.network, state, adapter_name="default")
+        result = set_peft_model_state_dict(self.adapted.network, state, adapter_name=ADAPTER_NAME)
         unexpected = getattr(result, "unexpected_keys", [])
         if unexpected:
             raise DiffalignError(f"LoRA file {file} does not fit this generator (unexpected keys such as {unexpected[0]!r})")

@@ -12,6 +12,9 @@ Two forms, saved as a directory with ``hypernoise.json`` (the form and its optio
   generator's own diffusers network, evaluated at t = 1 (the paper's form);
 * :class:`~diffalign.models.mlp_noise_hypernetwork.MLPNoiseHypernetwork` -- a small separate network,
   for any model.
+
+The registry of forms, :func:`build_hypernetwork` and :func:`load_hypernetwork` live in
+:mod:`~diffalign.models.hypernetwork_forms`, which imports the forms (this base imports neither).
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import DiffalignError
 from .conditioning import Condition
 
 CONFIG_NAME = "hypernoise.json"
@@ -60,39 +62,3 @@ class NoiseHypernetwork(nn.Module):
         (directory / CONFIG_NAME).write_text(json.dumps({"form": self.form, **self.options()}, indent=2))
         self.save_weights(directory)
         return directory
-
-
-def forms() -> dict[str, type]:
-    from .lora_noise_hypernetwork import LoRANoiseHypernetwork
-    from .mlp_noise_hypernetwork import MLPNoiseHypernetwork
-
-    return {"lora": LoRANoiseHypernetwork, "mlp": MLPNoiseHypernetwork}
-
-
-def build_hypernetwork(form: str, model, **options) -> NoiseHypernetwork:
-    """A zero-initialised hypernetwork of ``form`` ("lora" or "mlp") for the generator ``model``."""
-    from ..errors import choice_error
-
-    classes = forms()
-    if form not in classes:
-        raise choice_error("hypernetwork form", form, list(classes))
-    return classes[form](model, **options)
-
-
-def load_hypernetwork(path, model) -> NoiseHypernetwork:
-    """A trained hypernetwork (``diffalign train configs/hypernoise_digits.yaml`` writes ``DIR/final``)
-    for the generator ``model``."""
-    from ..trainers.lora import run_final_dir
-
-    directory = run_final_dir(Path(path), CONFIG_NAME)  # a run directory stands for its final/, as for --lora
-    config_file = directory / CONFIG_NAME
-    if not config_file.is_file():
-        raise DiffalignError(f"no noise hypernetwork at {directory} (expected {CONFIG_NAME}; train one with 'diffalign train configs/hypernoise_digits.yaml')")
-    try:
-        config = json.loads(config_file.read_text())
-        form = config.pop("form")
-    except (ValueError, KeyError, AttributeError):
-        raise DiffalignError(f"corrupt {config_file}: expected a JSON object with a 'form' key") from None
-    hypernetwork = build_hypernetwork(form, model, **config)
-    hypernetwork.load_weights(directory)
-    return hypernetwork.eval().requires_grad_(False)

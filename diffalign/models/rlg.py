@@ -26,6 +26,7 @@ import torch
 from ..errors import DiffalignError
 from .conditioning import Condition
 from .denoiser import Denoiser
+from .lora import adapters_disabled
 from .prediction import Prediction, combine
 from .wrappers import CFGDenoiser, DenoiserWrapper
 
@@ -81,8 +82,6 @@ class RLGDenoiser(DenoiserWrapper):
     def _base_pass(self):
         if self.shared_network is None:
             return contextlib.nullcontext()
-        from ..trainers.lora import adapters_disabled
-
         return adapters_disabled(self.shared_network)
 
     def extra_repr(self) -> str:

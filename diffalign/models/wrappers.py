@@ -1,7 +1,7 @@
 """Denoiser wrappers: guidance is composition (design.md §4).
 
 Every wrapper is itself a :class:`Denoiser`, so any sampler gets classifier-free guidance, NFE
-accounting, RLG (:mod:`.rlg`) and reward guidance (:mod:`.reward_guidance`) without knowing about them.
+accounting, RLG (:mod:`.rlg`) and reward guidance (:mod:`diffalign.guidance`) without knowing about them.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 from .aligned import OUTPUT_TYPES, AlignedPipeline, denoiser_from_pipe
 from .attention import ATTENTION_BACKENDS, check_attention, enable_attention
-from .family import PipelineFamily, family_of
-from .families import FAMILIES
+from .family import PipelineFamily
+from .families import FAMILIES, family_of
 from .prompts import PromptCondition
 
 __all__ = [

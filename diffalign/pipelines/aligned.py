@@ -28,7 +28,8 @@ from ..models.wrappers import CFGDenoiser, NFECounter
 from ..prompting import prompt_scope
 from ..rewards.prompted import PromptBoundReward
 from .attention import enable_attention
-from .family import PipelineFamily, family_of
+from .families import family_of
+from .family import PipelineFamily
 from .prompts import PromptCondition
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")

@@ -7,12 +7,13 @@ how to turn decoded images into what the stock pipeline returns. Nothing is copi
 the pipeline's modules themselves.
 
 The family of a pipeline is read from its denoising network's class (``pipe.unet`` or
-``pipe.transformer``), see :func:`family_of`.
+``pipe.transformer``), see :func:`~diffalign.pipelines.families.family_of` (the registry imports the
+families; this base imports none of them).
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 
@@ -139,20 +140,6 @@ class VPFamily(PipelineFamily):
         from ..models.diffusers_adapters import UNetDenoiser
 
         return UNetDenoiser
-
-
-def family_of(pipe_or_network: Any) -> PipelineFamily:
-    """The family of a diffusers pipeline (or of its denoising network)."""
-    from . import families
-
-    network = getattr(pipe_or_network, "unet", None) or getattr(pipe_or_network, "transformer", None) or pipe_or_network
-    name = type(network).__name__
-    key = families.family_key(name, getattr(network, "config", {}))
-    if key is None:
-        raise DiffalignError(
-            f"unsupported diffusers network {name!r}; valid choices: {', '.join(families.NETWORK_CLASSES)}"
-        )
-    return families.FAMILIES[key]
 
 
 def repeat_rows(tensor: Optional[torch.Tensor], rows: int) -> Optional[torch.Tensor]:

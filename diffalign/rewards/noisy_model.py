@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import DiffalignError
+from ..noisy_reward_files import check_noisy_reward_files
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -83,8 +84,6 @@ class NoisyRewardNet(nn.Module):
         config = read_json(directory / CONFIG_NAME)
         if config.pop("_class_name", None) != cls.__name__:
             raise DiffalignError(f"{directory / CONFIG_NAME} does not describe a {cls.__name__}")
-        from ..trainers.noisy_reward_config import check_noisy_reward_files  # torch-free: sizes only
-
         check_noisy_reward_files(config, directory / WEIGHTS_NAME)  # a huge `hidden` would allocate tens of GB
         model = cls(**config)
         try:

@@ -13,11 +13,10 @@ import torch
 from ..errors import DiffalignError, SamplingWarning
 from ..models.denoiser import Denoiser
 from ..models.wrappers import NFECounter
+from .progress import progress_bar
 
 RewardLike = Callable[[torch.Tensor], torch.Tensor]
 
-# With progress=None a bar appears only once a run has lasted this long, so short calls stay quiet.
-PROGRESS_DELAY_S = 3.0
 # A pooled output with fewer distinct samples (or a lower ESS) than this fraction of num_samples
 # is mostly copies: warn.
 MIN_DIVERSITY_FRACTION = 0.5
@@ -354,15 +353,6 @@ def _concatenate(pieces: list[SampleOutput]) -> SampleOutput:
         constant = all(type(v) in (int, str, bool) and v == values[0] for v in values)
         info[key] = values[0] if constant else values
     return SampleOutput(torch.cat([p.samples for p in pieces]), rewards, nfe=0, info=info)
-
-
-def progress_bar(iterable=None, progress: Optional[bool] = None, **kwargs):
-    from tqdm.auto import tqdm
-
-    delay = PROGRESS_DELAY_S if progress is None else 0.0
-    # pop first: `progress is False or kwargs.pop(...)` would short-circuit and leave "disable" in kwargs
-    disable = kwargs.pop("disable", False)
-    return tqdm(iterable, disable=progress is False or disable, delay=delay, **kwargs)
 
 
 def count_distinct(samples: torch.Tensor) -> int:

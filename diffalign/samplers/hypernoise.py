@@ -19,9 +19,11 @@ import torch
 from ..errors import DiffalignError
 from ..kernels import Kernel
 from ..models.conditioning import index_condition
-from ..models.noise_hypernetwork import NoiseHypernetwork, load_hypernetwork
-from .base import SampleOutput, Sampler, progress_bar, too_small_budget
+from ..models.hypernetwork_forms import load_hypernetwork
+from ..models.noise_hypernetwork import NoiseHypernetwork
+from .base import SampleOutput, Sampler, too_small_budget
 from .noise_generator import deterministic_kernel, generate, generator_passes
+from .progress import progress_bar
 from .registry import SAMPLERS
 from .rollout import evaluate_reward, initial_noise
 

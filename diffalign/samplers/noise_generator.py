@@ -39,7 +39,7 @@ def generator_passes(model: Denoiser, cond: Condition, steps: int) -> int:
 def differentiable_reward(reward, sampler: str):
     """The reward as a callable, refusing one that declares itself non-differentiable (same rule as
     :class:`~diffalign.RewardGuidance`)."""
-    from ..models.reward_guidance import declared_non_differentiable
+    from ..guidance.reward_guidance import declared_non_differentiable
     from ..rewards import as_reward
 
     reward = as_reward(reward)

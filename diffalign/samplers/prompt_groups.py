@@ -23,7 +23,7 @@ import torch
 from ..errors import DiffalignError
 from ..models.conditioning import Condition, cat_conditions, index_condition
 from ..models.denoiser import Denoiser
-from .base import progress_bar
+from .progress import progress_bar
 
 __all__ = ["PromptGroups", "check_prompt_list", "grouped_rollouts", "grouped_noise", "Unit", "plan_units"]
 

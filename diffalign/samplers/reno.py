@@ -28,12 +28,13 @@ from typing import Optional
 import torch
 
 from ..errors import DiffalignError, choice_error
+from ..guidance.reward_guidance import clip_per_sample
 from ..kernels import Kernel
 from ..models.conditioning import Condition, index_condition
-from ..models.reward_guidance import clip_per_sample
 from ..noise_space import chi_norm_regularizer
-from .base import SampleOutput, Sampler, check_positive_int, progress_bar, too_small_budget
+from .base import SampleOutput, Sampler, check_positive_int, too_small_budget
 from .noise_generator import check_reward_gradient, deterministic_kernel, differentiable_reward, generate, generator_passes
+from .progress import progress_bar
 from .registry import SAMPLERS
 from .rollout import initial_noise
 

@@ -9,7 +9,8 @@ from ..errors import DiffalignError
 from ..kernels import Kernel, get_kernel
 from ..models.conditioning import Condition, condition_batch_size, index_condition
 from ..models.denoiser import Denoiser
-from .base import progress_bar, too_small_budget
+from .base import too_small_budget
+from .progress import progress_bar
 
 
 def resolve_kernel(model: Denoiser, kernel: Optional[str | Kernel], **options) -> Kernel:

@@ -87,15 +87,16 @@ def fidelity_floor(prompts: Sequence[str], seed: int = 2000, backbone=None) -> f
 def sample_images(model, prompts: Sequence[str], steps: int = 20, guidance: float = 3.0, seed: int = 0,
                   batch: Optional[int] = 128) -> torch.Tensor:
     """Generate one image per prompt with ``da.sample`` (ancestral, CFG ``guidance``) and decode to [0, 1]."""
-    import diffalign as da
+    from ..api import sample
+    from ..models.wrappers import CFGDenoiser
 
-    guided = da.CFGDenoiser(model, guidance) if guidance != 1.0 else model
+    guided = CFGDenoiser(model, guidance) if guidance != 1.0 else model
     chunks = []
     prompts = list(prompts)
     step = batch or len(prompts)
     for start in range(0, len(prompts), step):
         part = prompts[start:start + step]
-        out = da.sample(guided, None, sampler="ancestral", num_samples=len(part), steps=steps, seed=seed + start,
+        out = sample(guided, None, sampler="ancestral", num_samples=len(part), steps=steps, seed=seed + start,
                         cond=part)
         with torch.no_grad():
             chunks.append(model.decode(out.samples).clamp(0, 1).float().cpu())

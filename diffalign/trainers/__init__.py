@@ -7,15 +7,16 @@ and the noisy reward model of Flow-NRG guidance (``noisy_reward``).
 
 or ``diffalign train configs/grpo_digits.yaml --output-dir runs/grpo`` (``accelerate launch -m diffalign
 train ...`` for several processes). Each method is a Config (``<method>_config.py``, no torch: the CLI
-checks a config before importing torch) and a Trainer (``<method>.py``); the maths lives in
-:mod:`~diffalign.trainers.losses`.
+checks a config before importing torch; :mod:`~diffalign.trainers.configs` lists them) and a Trainer
+(``<method>.py``); the maths lives in :mod:`~diffalign.trainers.losses`.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from .config import METHODS, TrainerConfig, config_from_dict, load_config
+from .config import TrainerConfig
+from .configs import METHODS, config_from_dict, load_config
 
 # method -> (module, Trainer class name)
 _TRAINERS = {"flow_dpo": (".flow_dpo", "FlowDPOTrainer"), "rwr": (".rwr", "RWRTrainer"), "grpo": (".grpo", "GRPOTrainer"),

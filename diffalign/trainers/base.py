@@ -34,14 +34,14 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from ..errors import DiffalignError
+from ..models.lora import adapters_disabled, add_lora, load_lora, save_lora
 from . import checkpoint as ckpt
 from .config import TrainerConfig
-from .lora import adapters_disabled, add_lora, load_lora, save_lora
+from .seeding import seeded_generator
 from .sharding import full_tensor, gathered, local_tensor, shard_like
 
 CHECKPOINTS = "checkpoints"
@@ -66,12 +66,6 @@ def _check_precision_is_free(mixed_precision: str) -> None:
         )
 
 
-def seeded_generator(*keys: int) -> torch.Generator:
-    """A CPU generator determined by the integer keys alone (numpy's SeedSequence mixes them)."""
-    seed = int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1, dtype=np.uint64)[0] >> 1)
-    return torch.Generator().manual_seed(seed)
-
-
 class Trainer:
     """Base trainer. Subclasses set ``name``, ``config_class`` and implement the two hooks."""
 
@@ -81,9 +75,11 @@ class Trainer:
     needs_reference = False
 
     def __init__(self, config: TrainerConfig, output_dir, accelerator=None):
-        import diffalign as da
         from accelerate import Accelerator
         from diffusers.training_utils import EMAModel
+
+        from .. import rewards
+        from ..zoo import load_model
 
         config.validate()
         self.config = config
@@ -100,7 +96,7 @@ class Trainer:
 
         refuse_accelerate_fsdp(self.accelerator)
         device = self.accelerator.device
-        self.model = da.load_model(config.model.name).to(device)
+        self.model = load_model(config.model.name).to(device)
         self.network = getattr(self.model, "network", None)
         if self.network is None:
             raise DiffalignError(f"model {config.model.name!r} has no diffusers network to train")
@@ -118,7 +114,7 @@ class Trainer:
             from .sharding import shard_trainer
 
             self.params = shard_trainer(self)
-        self.reward = da.rewards.get(config.reward.name, **config.reward.options)
+        self.reward = rewards.get(config.reward.name, **config.reward.options)
         if isinstance(self.reward, torch.nn.Module):
             self.reward = self.reward.to(device)
         self.cond = config.model.cond
@@ -440,7 +436,7 @@ class Trainer:
     def resume(self) -> bool:
         """Load the latest complete checkpoint, if any. A corrupt one is an error, never skipped."""
         if (self.output_dir / "config.yaml").is_file():  # the API checks a recorded run as the CLI does
-            from .command import check_recorded_config
+            from .recorded_config import check_recorded_config
             from .config import to_dict
 
             check_recorded_config(self.output_dir, to_dict(self.config))
@@ -538,7 +534,7 @@ class Trainer:
             self.ema.restore(self.params)
 
     def _save_full_model(self, directory: Path) -> None:
-        from ..models.zoo import _network_dir, _resolve
+        from ..zoo import _network_dir, _resolve
 
         source = _resolve(self.config.model.name)
         network_dir = _network_dir(source)

@@ -4,6 +4,9 @@ Every method has one ``Config`` dataclass (TRL style): the shared sections ``mod
 ``train`` plus the method's own top-level fields. A field's ``help`` metadata is its documentation
 (``diffalign train --show-config METHOD`` prints it). Loading checks every key and type against the
 dataclasses, so a typo or a bad value is one line that names the key and the valid choices.
+
+The methods' registry and :func:`~diffalign.trainers.configs.load_config` live in
+:mod:`~diffalign.trainers.configs`, which imports every method's Config (this base imports none).
 """
 
 from __future__ import annotations
@@ -301,55 +304,3 @@ def describe(cls: type, prefix: str = "") -> list[str]:
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         lines.append(f"{prefix + f.name:<34} {default!r:<28} {f.metadata.get('help', '')}")
     return lines
-
-
-# -- methods -------------------------------------------------------------------------------------
-METHODS = ("flow_dpo", "grpo", "hypernoise", "noisy_reward", "rwr")
-
-
-def config_class(method) -> type:
-    """The Config dataclass of a method name (torch-free modules)."""
-    from ..errors import choice_error
-
-    if method == "flow_dpo":
-        from .flow_dpo_config import FlowDPOConfig as cls
-    elif method == "rwr":
-        from .rwr_config import RWRConfig as cls
-    elif method == "grpo":
-        from .grpo_config import GRPOConfig as cls
-    elif method == "noisy_reward":
-        from .noisy_reward_config import NoisyRewardConfig as cls
-    elif method == "hypernoise":
-        from .hypernoise_config import HyperNoiseConfig as cls
-    else:
-        raise choice_error("trainer method", method, list(METHODS))
-    return cls
-
-
-def config_from_dict(data: dict) -> TrainerConfig:
-    """Build and check the method's Config from a raw mapping (its ``method`` key picks the class)."""
-    if data.get("method") is None:
-        raise DiffalignError(f"config has no 'method' key; valid choices: {', '.join(METHODS)}")
-    config = build(config_class(data["method"]), data)
-    config.validate()
-    return config
-
-
-def load_config(path, overrides: list[str] = ()) -> TrainerConfig:
-    """Read a YAML preset, apply ``key.path=value`` overrides, and check every key, type and value."""
-    return config_from_dict(_resolve_prompt_paths(apply_overrides(read_yaml(path), list(overrides)), Path(path)))
-
-
-def _resolve_prompt_paths(data: dict, config_path: Path) -> dict:
-    """A relative prompt-file path is taken from the working directory, or else from the config file's
-    directory (so a preset finds the prompt files shipped beside it from anywhere)."""
-    section = data.get("data")
-    if not isinstance(section, dict):
-        return data
-    for key in ("train_prompts", "test_prompts"):
-        value = section.get(key)
-        if isinstance(value, str) and not Path(value).is_absolute() and not Path(value).exists():
-            beside = config_path.parent / value
-            if beside.exists():
-                section[key] = str(beside)
-    return data

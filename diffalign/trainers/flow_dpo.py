@@ -21,10 +21,11 @@ import torch
 from ..errors import DiffalignError
 from ..models.conditioning import index_condition
 from ..samplers.rollout import resolve_kernel
-from .base import Trainer, seeded_generator
+from .base import Trainer
 from .flow_dpo_config import FlowDPOConfig
 from .losses import dpo_loss, finite_mean_std, preference_pairs, timestep_beta
 from .regression import generate, prediction_error, score, training_times
+from .seeding import seeded_generator
 
 
 class FlowDPOTrainer(Trainer):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from ..kernels import Euler
-from ..models.noise_hypernetwork import build_hypernetwork
+from ..models.hypernetwork_forms import build_hypernetwork
 from ..noise_space import batch_jacobian, hypernoise_loss, logdet_correction
 from ..samplers.noise_generator import check_reward_gradient, differentiable_reward, generate
 from .base import Trainer

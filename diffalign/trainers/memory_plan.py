@@ -417,7 +417,7 @@ def architecture_of(model_name: str) -> tuple[nn.Module, tuple, int, str]:
         arch = ARCHITECTURES[model_name]
         return build_on_meta(arch.config), arch.latent, arch.text_tokens, arch.resolution
     from ..models.loading import read_json
-    from ..models.zoo import _network_dir, _resolve
+    from ..zoo import _network_dir, _resolve
 
     network_dir = _network_dir(_resolve(model_name))
     config = read_json(network_dir / "config.json")

@@ -30,10 +30,11 @@ from ..errors import DiffalignError
 from ..models.diffusers_adapters import PixelDecoder
 from ..rewards.noisy_model import NoisyRewardNet
 from ..samplers.rollout import resolve_kernel
-from .base import Trainer, seeded_generator
+from .base import Trainer
 from .losses import preference_loss
 from .noisy_reward_config import NoisyRewardConfig
 from .regression import generate, score
+from .seeding import seeded_generator
 
 # generator keys of the one-off random choices (the micro-batches use (seed, step, index))
 POOL_KEY, HOLDOUT_KEY, EVAL_KEY = 101, 102, 103

@@ -18,6 +18,7 @@ import torch
 
 from ..models.conditioning import Condition, index_condition
 from ..prompt_files import PromptSet, balance_groups, read_prompt_file
+from .seeding import seeded_generator
 
 # the prompt draw's own stream: a fourth key next to (seed, step, index)
 PROMPT_STREAM = 0x9E3779B9
@@ -46,8 +47,6 @@ class TrainingPrompts:
         Uniform over prompts, or, with ``balance_by``, uniform over the key's values and then over
         the prompts that carry the value.
         """
-        from .base import seeded_generator
-
         generator = seeded_generator(self.seed, step, index, PROMPT_STREAM)
         if self.balance is None:
             return torch.randint(len(self.prompt_set), (groups,), generator=generator).tolist()

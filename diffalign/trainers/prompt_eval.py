@@ -30,7 +30,7 @@ EVAL_FILE = "eval.jsonl"
 
 def panel_rewards(entries: list, training_reward) -> dict[str, Any]:
     """{display name: reward} from ``data.eval_rewards`` (names or {name, options}); empty: the training reward."""
-    import diffalign as da
+    from .. import rewards
 
     if not entries:
         return {getattr(training_reward, "name", "reward"): training_reward}
@@ -46,7 +46,7 @@ def panel_rewards(entries: list, training_reward) -> dict[str, Any]:
         label = entry.get("label", name) if isinstance(entry, dict) else name
         if label in panel:
             raise DiffalignError(f"config key 'data.eval_rewards' names {label!r} twice; give each a distinct 'label'")
-        panel[label] = da.rewards.get(name, **options)
+        panel[label] = rewards.get(name, **options)
     return panel
 
 
@@ -65,13 +65,13 @@ class PromptEvaluator:
 
     @torch.no_grad()
     def evaluate(self, step: int) -> dict[str, float]:
-        import diffalign as da
+        from ..api import sample
         from ..atomic import atomic_write_bytes
 
         trainer, data = self.trainer, self.trainer.config.data
         model = trainer.policy(trainer.model)
         k = data.eval_samples_per_prompt
-        out = da.sample(model, None, sampler="ancestral", prompts=list(self.test.prompts),
+        out = sample(model, None, sampler="ancestral", prompts=list(self.test.prompts),
                         metadata=None if self.test.metadata is None else list(self.test.metadata),
                         num_samples=k, steps=data.eval_steps, seed=data.eval_seed, progress=False)
         images = model.decode(out.samples).float()

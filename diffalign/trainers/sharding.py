@@ -125,7 +125,7 @@ def unsharded_copy(trainer):
     process gets the copy, the others None): what ``final/`` is written from, in diffusers format. The
     main process needs host memory for one full copy of the network."""
 
-    from .lora import add_lora
+    from ..models.lora import add_lora
 
     network = trainer.network
     state = {name: gathered(value) for name, value in network.state_dict().items()}

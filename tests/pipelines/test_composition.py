@@ -47,7 +47,7 @@ def test_clip_reward_and_reward_guidance_compose(pipe, tiny_clip):
 
 
 def _sd_pipe_with_lora(tmp_path):
-    from diffalign.trainers.lora import add_lora
+    from diffalign.models.lora import add_lora
 
     pipe = tiny.sd_pipeline(tmp_path / "files")
     pipe.set_progress_bar_config(disable=True)
@@ -68,7 +68,7 @@ def test_rlg_runs_through_the_plugin_and_weight_zero_is_the_base(tmp_path):
                                                wrapper=lambda m: da.RLGDenoiser(m, m, weight=weight, guidance_scale=2.0))
         return aligned(latents=latents.clone(), **args).images
 
-    from diffalign.trainers.lora import adapters_disabled
+    from diffalign.models.lora import adapters_disabled
 
     with torch.no_grad():
         with adapters_disabled(pipe.unet):
@@ -83,7 +83,7 @@ def test_rlg_runs_through_the_plugin_and_weight_zero_is_the_base(tmp_path):
 def test_a_diffalign_lora_loads_into_the_stock_pipeline(tmp_path, sd_dir):
     from diffusers import StableDiffusionPipeline
 
-    from diffalign.trainers.lora import save_lora
+    from diffalign.models.lora import save_lora
 
     trained = _sd_pipe_with_lora(tmp_path)
     lora_dir = tmp_path / "lora"

@@ -9,7 +9,7 @@ from diffalign.shapes.captions import (CATEGORIES, HELD_OUT_COUNTS, HELD_OUT_PAI
                                        parse_caption, perturbations, evaluation_captions, train_captions, write_prompt_files)
 from diffalign.shapes.verifier import caption_clauses
 from diffalign.shapes.scenes import sample_scenes
-from diffalign.models.zoo import DATA_DIR
+from diffalign.zoo import DATA_DIR
 
 
 def test_every_caption_parses_back_to_itself_and_its_category():

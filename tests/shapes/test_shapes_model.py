@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import diffalign as da
-from diffalign.models.zoo import EMBEDDED
+from diffalign.zoo import EMBEDDED
 
 SHAPES_DIR = EMBEDDED["shapes"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from diffalign.trainers import get_trainer, load_config
-from diffalign.trainers.base import seeded_generator
+from diffalign.trainers.seeding import seeded_generator
 from diffalign.trainers.sharding import full_tensor, local_tensor
 
 

@@ -24,7 +24,7 @@ def test_effective_ema_decay_is_exposed_and_logged(tiny_config, tmp_path, warmup
 def test_grpo_gradient_at_update_0_is_reinforce(tiny_config, tmp_path):
     """On-policy (rho = 1) the clipped PPO objective's gradient is REINFORCE's:
     grad of -mean_i(A_i sum_j log pi_ij) / n_steps, n_steps the trained steps (the loss averages them)."""
-    from diffalign.trainers.base import seeded_generator
+    from diffalign.trainers.seeding import seeded_generator
     from diffalign.trainers.trajectories import transition
 
     trainer = get_trainer("grpo")(tiny_config("grpo"), tmp_path)

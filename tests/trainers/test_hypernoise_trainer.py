@@ -8,7 +8,7 @@ import torch
 
 import diffalign as da
 from diffalign.cli import main
-from diffalign.models.noise_hypernetwork import load_hypernetwork
+from diffalign.models.hypernetwork_forms import load_hypernetwork
 from diffalign.trainers import config_from_dict, get_trainer
 
 PRESET = Path(__file__).resolve().parents[2] / "configs" / "hypernoise_digits.yaml"

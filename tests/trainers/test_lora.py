@@ -7,7 +7,7 @@ import torch
 
 import diffalign as da
 from diffalign.errors import DiffalignError
-from diffalign.trainers.lora import WEIGHT_NAME, add_lora, save_lora
+from diffalign.models.lora import WEIGHT_NAME, add_lora, save_lora
 
 
 def _trained(name):

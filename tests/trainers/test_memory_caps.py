@@ -10,7 +10,7 @@ import pytest
 from diffalign.cli import main
 from diffalign.errors import DiffalignError
 from diffalign.trainers import get_trainer
-from diffalign.trainers.noisy_reward_config import check_noisy_reward_files
+from diffalign.noisy_reward_files import check_noisy_reward_files
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 CONFIG = str(CONFIGS / "grpo_digits.yaml")

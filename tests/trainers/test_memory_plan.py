@@ -20,7 +20,7 @@ TARGETS = ["to_q", "to_v"]
 @pytest.mark.parametrize("name", ["digits-flow", "digits"])
 @pytest.mark.parametrize("full", [False, True])
 def test_parameter_counts_are_exact_against_the_real_module(name, full):
-    from diffalign.trainers.lora import add_lora
+    from diffalign.models.lora import add_lora
 
     meta, _, _, _ = architecture_of(name)
     planned = {p.name: p for p in network_params(meta, full_finetune=full, lora_rank=3, lora_target_modules=TARGETS)}
@@ -82,7 +82,7 @@ def _malloc_in_use() -> int:
 def test_activation_estimate_is_within_20_percent_of_measured_memory(name, full):
     """Planned activations of 192 rows against the memory malloc hands out during a real forward pass
     (the graph then holds every saved tensor); for full FT the gradients' bytes count on both sides."""
-    from diffalign.trainers.lora import add_lora
+    from diffalign.models.lora import add_lora
     from diffalign.trainers.memory_plan import with_lora
 
     meta, latent, tokens, _ = architecture_of(name)

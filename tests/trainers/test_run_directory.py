@@ -14,7 +14,8 @@ import yaml
 from diffalign.cli import main
 from diffalign.errors import DiffalignError
 from diffalign.trainers import load_config
-from diffalign.trainers.command import check_same_run, prepare_output_dir
+from diffalign.trainers.command import prepare_output_dir
+from diffalign.trainers.recorded_config import check_same_run
 from diffalign.trainers.config import to_dict
 from diffalign.trainers.run_dir import LOCK_FILE, RunLock
 

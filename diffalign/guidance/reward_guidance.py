@@ -35,11 +35,11 @@ from typing import Any, Optional
 import torch
 
 from ..errors import DiffalignError
+from ..models.conditioning import Condition
+from ..models.denoiser import Denoiser, _time_batch
+from ..models.prediction import Prediction
+from ..models.wrappers import DenoiserWrapper
 from ..prompting import current_prompt
-from .conditioning import Condition
-from .denoiser import Denoiser, _time_batch
-from .prediction import Prediction
-from .wrappers import DenoiserWrapper
 
 
 class RewardGuidance(DenoiserWrapper):

@@ -11,7 +11,8 @@ so they go through exactly the same loader as a user's SD1.5 or SD3 checkout:
 A full pipeline directory (``model_index.json``, as ``pipe.save_pretrained`` writes) is loaded as that
 pipeline and turned into its family's denoiser (:func:`diffalign.pipelines.denoiser_from_pipe`): with
 ``text_encoder*/`` and ``tokenizer*/`` present, ``cond="a prompt"`` works through the pipeline's own
-``encode_prompt``, and the empty prompt is the null condition of CFG.
+``encode_prompt``, and the empty prompt is the null condition of CFG. That is why this module sits above
+:mod:`diffalign.pipelines`, outside :mod:`diffalign.models`.
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ from typing import Callable, Optional
 
 import torch
 
-from ..errors import DiffalignError
-from ..schedules import FlowSchedule, Schedule, VPSchedule
-from .class_condition import FILE_NAME as CLASS_EMBEDDINGS, ClassEmbeddingCondition
-from .denoiser import Denoiser
-from .loading import read_json
+from .errors import DiffalignError
+from .models.class_condition import FILE_NAME as CLASS_EMBEDDINGS, ClassEmbeddingCondition
+from .models.denoiser import Denoiser
+from .models.loading import read_json
+from .schedules import FlowSchedule, Schedule, VPSchedule
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DATA_DIR = Path(__file__).resolve().parent / "data"
 EMBEDDED = {"digits": DATA_DIR / "digits", "digits-flow": DATA_DIR / "digits-flow", "digits-fast": DATA_DIR / "digits-fast",
             "shapes": DATA_DIR / "shapes"}  # shapes: a full StableDiffusionPipeline directory (text-to-image world)
 # Each embedded model's own sampling defaults. digits-fast is a 2-step distilled generator: the flow
@@ -62,7 +63,7 @@ def _vp_schedule(scheduler_config: dict) -> Schedule:
 
 
 def _vp_prediction(scheduler_config: dict) -> str:
-    from .diffusers_adapters import PREDICTION_TYPES
+    from .models.diffusers_adapters import PREDICTION_TYPES
 
     kind = scheduler_config.get("prediction_type", "epsilon")
     if kind not in PREDICTION_TYPES:
@@ -73,7 +74,7 @@ def _vp_prediction(scheduler_config: dict) -> str:
 def _unet_family() -> _Family:
     from diffusers import UNet2DConditionModel
 
-    from .diffusers_adapters import UNetDenoiser
+    from .models.diffusers_adapters import UNetDenoiser
 
     return _Family("unet", lambda: UNet2DConditionModel, lambda: UNetDenoiser, _vp_schedule, _vp_prediction)
 
@@ -81,7 +82,7 @@ def _unet_family() -> _Family:
 def _sd3_family() -> _Family:
     from diffusers import SD3Transformer2DModel
 
-    from .diffusers_adapters import SD3Denoiser
+    from .models.diffusers_adapters import SD3Denoiser
 
     return _Family(
         "transformer",
@@ -140,7 +141,7 @@ def load_model(
         decoder=decoder,
     )
     if lora is not None:
-        from ..trainers.lora import load_lora
+        from .models.lora import load_lora
 
         load_lora(network, lora)
     model = model.eval().requires_grad_(False)
@@ -168,7 +169,7 @@ def _resolve(name_or_path: str) -> Path:
 
 
 def _download(repo_id: str) -> Path:
-    from ..cli_validation import hub_download_message, hub_offline
+    from .cli_validation import hub_download_message, hub_offline
 
     valid = ", ".join(sorted(EMBEDDED))
     if repo_id.count("/") != 1:
@@ -209,7 +210,7 @@ def _load_network(cls: type, network_dir: Path):
 
 
 def _decoder(directory: Path):
-    from .diffusers_adapters import PixelDecoder, VAEDecoder
+    from .models.diffusers_adapters import PixelDecoder, VAEDecoder
 
     if (directory / "vae" / "config.json").exists():
         from diffusers import AutoencoderKL
@@ -257,14 +258,14 @@ def _from_pretrained(directory: Path, dtype):
 
 
 def _load_pipeline_model(directory: Path, device, dtype, lora) -> Denoiser:
-    from ..pipelines import denoiser_from_pipe
+    from .pipelines import denoiser_from_pipe
 
     pipe = _from_pretrained(directory, dtype)
     if device is not None:
         pipe.to(device)
     model = denoiser_from_pipe(pipe)
     if lora is not None:
-        from ..trainers.lora import load_lora
+        from .models.lora import load_lora
 
         load_lora(model.network, lora)
     embedded = next((name for name, path in EMBEDDED.items() if path.resolve() == directory.resolve()), None)

@@ -21,6 +21,8 @@ import torch
 from torch import nn
 
 from ..errors import DiffalignError
+from .loading import run_final_dir
+from .noise_hypernetwork import CONFIG_NAME as HYPERNETWORK_CONFIG
 
 WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 ADAPTER_NAME = "default"
@@ -125,15 +127,6 @@ def save_lora(network: nn.Module, directory) -> Path:
     return Path(directory) / WEIGHT_NAME
 
 
-def run_final_dir(path: Path, marker: str) -> Path:
-    """A training run directory stands for its ``final/``: ``path/final`` when ``path`` lacks ``marker``
-    and ``path/final`` has it (``--lora RUN_DIR`` and ``--option path=RUN_DIR`` agree)."""
-    path = Path(path).expanduser()
-    if path.is_dir() and not (path / marker).is_file() and (path / "final" / marker).is_file():
-        return path / "final"
-    return path
-
-
 def _check_lora_shapes(network: nn.Module, file: Path, prefix: str) -> None:
     """One line for a LoRA made for a different-size network, before diffusers and peft print a
     state-dict error per tensor (27 lines for digits-flow): shapes come from the file's header."""
@@ -164,8 +157,6 @@ def _check_lora_shapes(network: nn.Module, file: Path, prefix: str) -> None:
 def load_lora(network: nn.Module, path) -> None:
     """Load a diffusers-format LoRA (a directory or a ``.safetensors`` file) into ``network``."""
     from safetensors import SafetensorError, safe_open
-
-    from ..models.noise_hypernetwork import CONFIG_NAME as HYPERNETWORK_CONFIG
 
     path = run_final_dir(Path(path), WEIGHT_NAME)
     if path.is_dir() and (path / HYPERNETWORK_CONFIG).is_file():
