@@ -28,6 +28,8 @@ def run(capsys, *argv):
         (["sample", "--out", "samples.jpg"], "must end in .png"),
         (["sample", "--reward", "digit", "--target", "12"], "target"),
         (["sample", "--option", "novalue"], "is not KEY=VALUE"),
+        (["sample", "--sampler", "dts", "--reward", "digit", "--target", "3", "--nfe", "1e12"],
+         "more than the default cap"),  # it tried to allocate 667 GB (issue 22, runs 7)
         (["frobnicate"], "invalid choice"),
     ],
 )
