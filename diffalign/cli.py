@@ -96,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0, help="random seed")
     sample.add_argument("--cond", type=int, default=None, help="class label (embedded digits models)")
     sample.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (needs --cond)")
+    sample.add_argument("--guidance-scale", type=float, default=None, metavar="W",
+                        help="reward-gradient guidance toward p(x) exp(W r(x)) with the --reward (differentiable; "
+                             "digits models: W in 1..10, see the README's 'Choosing scale and clip')")
+    sample.add_argument("--guidance-clip", default=None, metavar="C",
+                        help="with --guidance-scale: clip each sample's reward gradient to norm C (default 1; "
+                             "'none': unclipped, which on digits turns W >= 1 into noise)")
     sample.add_argument("--out", default="samples.png",
                         help="PNG grid to write (with --prompts: OUT-000.png, ... and OUT.jsonl, one line per prompt)")
     sample.add_argument("--prompt", default=None, help="text prompt (a pipeline directory with a text encoder)")
@@ -189,6 +195,8 @@ def run_sample(args) -> None:
             model = da.CFGDenoiser(model, args.cfg, null_cond=args.negative_prompt)
     if args.steps is None:  # the RLG branch above
         args.steps = getattr(tuned, "default_steps", 50)
+    if args.guidance_scale is not None:  # after CFG/RLG, as Flow-NRG guides (README: reward-gradient guidance)
+        model = da.RewardGuidance(model, reward, scale=args.guidance_scale, **args.guidance_options)
     if state is not None:
         from .cli_prompts import sample_prompts
 

@@ -218,7 +218,38 @@ def check_sample_args(args) -> tuple[dict, dict]:
         raise choice_error("attention", args.attention, list(ATTENTION_BACKENDS))
     check_model(args.model)
     check_rlg_args(args)
+    check_guidance_args(args)
     return sampler_options, reward_options
+
+
+def check_guidance_args(args) -> None:
+    """--guidance-scale / --guidance-clip: fills ``args.guidance_options`` (RewardGuidance's keywords;
+    empty keeps its default clip)."""
+    scale, clip = getattr(args, "guidance_scale", None), getattr(args, "guidance_clip", None)
+    args.guidance_options = {}
+    if scale is None:
+        if clip is not None:
+            raise DiffalignError("--guidance-clip needs --guidance-scale W (the reward-guidance weight)")
+        return
+    if not math.isfinite(scale):
+        raise DiffalignError(f"--guidance-scale must be a finite number, got {scale!r}")
+    if args.reward is None:
+        raise DiffalignError("--guidance-scale needs --reward: the (differentiable) reward whose gradient guides")
+    if clip is not None:
+        args.guidance_options["max_grad_norm"] = parse_clip(clip)
+
+
+def parse_clip(text: str):
+    """--guidance-clip: a positive number, or 'none' for unclipped gradients (None)."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise DiffalignError(f"--guidance-clip must be a positive number or 'none' (unclipped), got {text!r}")
+    return value
 
 
 def check_seed(seed: int) -> None:

@@ -28,6 +28,8 @@ def run(capsys, *argv):
         (["sample", "--out", "samples.jpg"], "must end in .png"),
         (["sample", "--reward", "digit", "--target", "12"], "target"),
         (["sample", "--option", "novalue"], "is not KEY=VALUE"),
+        (["sample", "--sampler", "dts", "--reward", "digit", "--target", "3", "--nfe", "1e12"],
+         "more than the default cap"),  # it tried to allocate 667 GB (issue 22, runs 7)
         (["frobnicate"], "invalid choice"),
     ],
 )
@@ -70,6 +72,22 @@ def test_sample_writes_png(capsys, tmp_path):
     assert code == 0, err
     assert out.exists() and out.stat().st_size > 0
     assert "2000 NFE" in stdout
+
+
+def test_sample_with_reward_guidance(capsys, tmp_path):
+    """--guidance-scale guides with the --reward; the default clip keeps digits on the data, and an
+    unclipped run that leaves it says so in one warning line (issue 22, newcomer 3)."""
+    args = ("sample", "--model", "digits", "--reward", "digit", "--target", "3", "--guidance-scale", "3",
+            "--num-samples", "8", "--steps", "20", "--out", str(tmp_path / "g.png"))
+    code, stdout, err = run(capsys, *args)
+    assert code == 0 and err == "", err
+    assert "8 samples, 320 NFE" in stdout  # 20 guided steps x (forward + backward): the NFE of guidance
+    reward = float(stdout.split("mean reward ")[1].split(",")[0])
+    assert reward > -1.0  # log p(3 | x): the unguided model's samples score about -9.7
+    code, stdout, err = run(capsys, *args, "--guidance-clip", "none")
+    assert code == 0
+    assert err.startswith("diffalign: warning: ancestral: reward guidance (scale=3, max_grad_norm=None) pushed")
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_list(capsys):

@@ -48,6 +48,13 @@ def run_fresh(*argv):
         (["sample", "--reward", "compressibility=1,incompressibility=1", "--target", "3"],
          "unknown option(s) target for rewards compressibility, incompressibility"),
         (["sample", "--rlg-weight", "2"], "--rlg-weight needs --rlg-lora"),
+        (["sample", "--guidance-scale", "3"], "--guidance-scale needs --reward"),
+        (["sample", "--guidance-scale", "inf", "--reward", "digit"], "--guidance-scale must be a finite number, got inf"),
+        (["sample", "--guidance-clip", "1"], "--guidance-clip needs --guidance-scale"),
+        (["sample", "--guidance-scale", "3", "--reward", "digit", "--guidance-clip", "-1"],
+         "--guidance-clip must be a positive number or 'none' (unclipped), got '-1'"),
+        (["sample", "--guidance-scale", "3", "--reward", "digit", "--guidance-clip", "big"],
+         "--guidance-clip must be a positive number or 'none'"),
     ],
 )
 def test_bad_input_is_refused_without_importing_torch(tmp_path, argv, message):

@@ -120,6 +120,30 @@ def test_memory_budget_holds(model):
                   max_memory_bytes=budget, on_memory_full="error")
 
 
+# -- the default memory cap (issue 22, runs 7): `dts --nfe 1e12` tried to allocate 667 GB ---------------
+@pytest.mark.parametrize("name,options", [("dts", {}), ("dts", {"preset": "paper"}), ("dts-star", {})])
+def test_a_budget_past_the_default_memory_cap_is_refused_at_once(model, monkeypatch, name, options):
+    from diffalign.samplers import tree_common
+
+    monkeypatch.setattr(tree_common, "device_memory_bytes", lambda device: 100_000)  # cap: 50 kB = 6,250 nodes
+    with pytest.raises(da.DiffalignError, match=r"more than the default cap of 0.0 GiB \(50% of cpu memory\); lower nfe, "
+                                                r"or pass max_memory_bytes=N"):
+        da.sample(model, linear_reward, sampler=name, num_samples=1, nfe=10_000 * STEPS, steps=STEPS, **options)
+    # a budget that fits runs under the cap, which the output reports; an explicit cap overrides it
+    out = da.sample(model, linear_reward, sampler=name, num_samples=1, nfe=50 * STEPS, steps=STEPS, **options)
+    assert out.info["max_memory_bytes"] == 50_000
+    out = da.sample(model, linear_reward, sampler=name, num_samples=1, nfe=10_000 * STEPS, steps=STEPS,
+                    max_memory_bytes=4_000, **options)
+    assert out.info["max_memory_bytes"] == 4_000 and out.info["memory_full"]
+
+
+def test_default_memory_cap_is_half_the_machine(model):
+    import os
+
+    out = da.sample(model, linear_reward, sampler="dts-star", num_samples=1, nfe=5 * STEPS, steps=STEPS)
+    assert out.info["max_memory_bytes"] == int(0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
 def test_float16_storage_halves_bytes(model):
     out = da.sample(model, linear_reward, sampler="dts", num_samples=2, nfe=50 * STEPS, steps=STEPS,
                     storage_dtype="float16")

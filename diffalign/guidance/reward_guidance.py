@@ -41,6 +41,14 @@ from ..models.prediction import Prediction
 from ..models.wrappers import DenoiserWrapper
 from ..prompting import current_prompt
 
+#: the default per-sample clip of the reward gradient (``benchmarks/guidance_clip.py``: on ``digits``
+#: unclipped or loosely clipped guidance at w = 3 turns samples into saturated noise)
+DEFAULT_MAX_GRAD_NORM = 1.0
+#: samples count as "off the data range" by this much beyond it (the decoder clamps them)
+OFF_RANGE_MARGIN = 0.1
+#: warn when more than this share of a guided run's sample values is off the data range
+OFF_RANGE_WARN_SHARE = 0.1
+
 
 class RewardGuidance(DenoiserWrapper):
     """Reward-gradient guidance as a denoiser wrapper: every sampler gets it for free.
@@ -55,7 +63,11 @@ class RewardGuidance(DenoiserWrapper):
             reward model (``da.rewards.get("noisy-reward", path=...)``), or a dict
             ``{reward: weight}`` of several of them guided as one objective ``sum_k weight_k r_k``.
         scale: the guidance weight w (the inverse temperature of the tilt); 0 is the unguided model.
-        max_grad_norm: clip each sample's reward gradient to this L2 norm before scaling (None: off).
+        max_grad_norm: clip each sample's reward gradient to this L2 norm before scaling (default 1.0;
+            None: off, the exact tilt). The step is ``scale * clipped gradient``, so on the digits
+            models w = 3 unclipped, or clipped at 10, leaves the data range and decodes to saturated
+            noise, while clip 1 gives the target class (``benchmarks/guidance_clip.py``). A finished run
+            whose samples leave the data range warns (:meth:`sample_warnings`).
         t_start, t_stop: guide only while ``t_stop <= t <= t_start`` (t = 1 is noise).
     """
 
@@ -67,7 +79,7 @@ class RewardGuidance(DenoiserWrapper):
         inner: Denoiser,
         reward: Any,
         scale: float = 1.0,
-        max_grad_norm: Optional[float] = None,
+        max_grad_norm: Optional[float] = DEFAULT_MAX_GRAD_NORM,
         t_start: float = 1.0,
         t_stop: float = 0.0,
     ):
@@ -139,6 +151,25 @@ class RewardGuidance(DenoiserWrapper):
             (grad,) = torch.autograd.grad(values.sum(), x_in)
         return grad.to(x.dtype)
 
+    # -- checks on finished samples -------------------------------------------------------------------
+    def sample_warnings(self, samples: torch.Tensor) -> list[str]:
+        """Warn when guidance pushed the samples off the data range (free: one pass over the samples).
+
+        Too large a step ``w * g`` (a large scale, or an unclipped gradient) sends x far outside the
+        data, and the decoder's clamp turns it into saturated noise whose reward can still look
+        plausible; ``benchmarks/guidance_clip.py`` measures the share of such values per setting.
+        """
+        found = super().sample_warnings(samples)
+        share = off_range_fraction(samples, self.data_range)
+        if self.scale != 0.0 and share is not None and share > OFF_RANGE_WARN_SHARE:
+            low, high = self.data_range
+            found.append(
+                f"reward guidance (scale={self.scale:g}, max_grad_norm={self.max_grad_norm}) pushed {share:.0%} of the "
+                f"samples' values outside the data range [{low:g}, {high:g}]: decoded, they are saturated noise, not "
+                "data; lower the scale or the gradient clip (README: 'Choosing scale and clip')"
+            )
+        return found
+
     def extra_repr(self) -> str:
         return f"scale={self.scale}, max_grad_norm={self.max_grad_norm}, t_start={self.t_start}, t_stop={self.t_stop}"
 
@@ -158,6 +189,18 @@ def shift_by_score(pred: Prediction, score_shift: torch.Tensor, active: torch.Te
     eps = pred.eps - eps_coef.reshape(view).to(pred.x.dtype) * score_shift
     x0 = pred.x0 + x0_coef.reshape(view).to(pred.x.dtype) * score_shift
     return Prediction(pred.x, pred.t, x0, eps, pred.schedule, pred.alpha, pred.sigma)
+
+
+def off_range_fraction(samples: torch.Tensor, data_range: Optional[tuple[float, float]],
+                       margin: float = OFF_RANGE_MARGIN) -> Optional[float]:
+    """Share of the values of ``samples`` (model space) more than ``margin`` outside ``data_range``
+    (None where the model has no data range, e.g. latents)."""
+    if data_range is None or samples.numel() == 0:
+        return None
+    low, high = data_range
+    values = samples.detach()
+    outside = (values < low - margin) | (values > high + margin)
+    return outside.float().mean().item()
 
 
 def clip_per_sample(grad: torch.Tensor, max_norm: Optional[float]) -> torch.Tensor:

@@ -79,6 +79,17 @@ class Denoiser(nn.Module):
         return x0
 
     @property
+    def data_range(self) -> Optional[tuple[float, float]]:
+        """The interval the data occupies in model space ([-1, 1] for pixel models), or None where it has
+        none (latents, oracles). Samples far outside it are not data: the decoder saturates them."""
+        return None
+
+    def sample_warnings(self, samples: torch.Tensor) -> list[str]:
+        """One-line warnings about finished samples that this denoiser (or a wrapper) can tell are
+        broken; the samplers emit them as :class:`~diffalign.errors.SamplingWarning`. None here."""
+        return []
+
+    @property
     def device(self) -> torch.device:
         for p in self.parameters():
             return p.device

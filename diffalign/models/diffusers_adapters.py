@@ -41,6 +41,9 @@ PREDICTION_TYPES = {"epsilon": "eps", "v_prediction": "v", "sample": "x0", "flow
 class PixelDecoder(nn.Module):
     """Model space [-1, 1] -> reward space [0, 1] for pixel-space models."""
 
+    #: where the data lies in model space (values outside are clamped on decoding)
+    data_range = (-1.0, 1.0)
+
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
         return ((x0 + 1.0) / 2.0).clamp(0.0, 1.0)
 
@@ -135,6 +138,11 @@ class _DiffusersDenoiser(Denoiser):
 
     def decode(self, x0: torch.Tensor) -> torch.Tensor:
         return self.decoder(x0)
+
+    @property
+    def data_range(self) -> Optional[tuple[float, float]]:
+        # a pixel decoder declares its range; latents (VAE decoders, nn.Identity) have none
+        return getattr(self.decoder, "data_range", None)
 
     def _network_kwargs(self, cond: Condition, batch_size: int) -> dict:
         if cond is None:

@@ -41,6 +41,13 @@ class DenoiserWrapper(Denoiser):
     def decode(self, x0):
         return self.inner.decode(x0)
 
+    @property
+    def data_range(self):
+        return self.inner.data_range
+
+    def sample_warnings(self, samples):
+        return self.inner.sample_warnings(samples)
+
 
 class CFGDenoiser(DenoiserWrapper):
     """Classifier-free guidance (Ho & Salimans 2022): eps = eps_null + s (eps_cond - eps_null).

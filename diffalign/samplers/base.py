@@ -155,6 +155,8 @@ class Sampler:
         if self.pools_samples:
             out.info["distinct"] = count_distinct(out.samples)
             self._warn_if_few_distinct(out, num_samples)
+        for message in model.sample_warnings(out.samples):  # e.g. reward guidance that left the data range
+            warnings.warn(f"{self.name}: {message}", SamplingWarning, stacklevel=2)
         if out.rewards is not None and out.rewards.numel() and not torch.isfinite(out.rewards).any():
             warnings.warn(f"{self.name}: every returned sample's reward is NaN or infinite; the reward is broken on "
                           "these samples (check it on a few images)", SamplingWarning, stacklevel=2)

@@ -51,7 +51,9 @@ allocation and weights are a few vector operations per level -- no per-node Pyth
 Anytime: ``reuse_tree=True`` grows a second, independent forest on the next :meth:`sample` call and
 pools both (roots have mass 1, so pooled weights stay exact); :meth:`draw` resamples without model
 calls. ``max_memory_bytes`` caps stored states (branching nodes and leaves): the plan shrinks to fit
-and ``out.info["memory_full"]`` says so (``on_memory_full="error"`` raises instead).
+and ``out.info["memory_full"]`` says so (``on_memory_full="error"`` raises instead). Without it the
+cap is half the storage device's memory (``tree_common.DEFAULT_MEMORY_FRACTION``), and a budget whose
+plan needs more is refused at once, in one line (``--nfe 1e12`` used to try to allocate 667 GB).
 """
 
 from __future__ import annotations
@@ -71,7 +73,9 @@ from .dts_paper import PaperDTSSampler, branching_steps
 from .registry import SAMPLERS
 from .rollout import evaluate_reward, initial_noise
 from .forest import DEFAULT_MAX_ROWS
-from .tree_common import branching_setup, check_forest_options, check_storage_options, tree_key, warn_memory_full
+from .tree_common import (
+    branching_setup, check_forest_options, check_storage_options, memory_cap, tree_key, warn_memory_full,
+)
 from .weights import effective_sample_size, multinomial_resample
 
 PRESETS = ("exact", "paper")
@@ -287,7 +291,8 @@ class DTSSampler(Sampler):
         forest = self.forest
         bytes_per_node = math.prod(model.shape) * torch.empty((), dtype=self.storage_dtype).element_size()
         forest.bytes_per_node = bytes_per_node
-        roots, extras, memory_full = self._plan(forest, steps, levels, evals, nfe, bytes_per_node)
+        storage_device = torch.device(self.storage_device) if self.storage_device else model.device
+        roots, extras, memory_full, cap = self._plan(forest, steps, levels, evals, nfe, bytes_per_node, storage_device)
         grid = model.schedule.time_grid(steps)
         info = self._grow(forest, model, reward, kernel, grid, encoded, generator, levels, roots, extras, evals,
                           memory_full)
@@ -295,8 +300,9 @@ class DTSSampler(Sampler):
         out.info.update(info)
         out.info["bytes_per_node"] = bytes_per_node
         out.info["state_bytes"] = forest.peak_nodes * bytes_per_node
+        out.info["max_memory_bytes"] = cap
         if memory_full:
-            warn_memory_full(self.name, self.max_memory_bytes, info)
+            warn_memory_full(self.name, cap, info)
         return out
 
     def draw(self, num_samples: int, seed: int = 0) -> SampleOutput:
@@ -309,8 +315,9 @@ class DTSSampler(Sampler):
         return self._output(self.forest, check_positive_int("num_samples", num_samples), generator)
 
     # -- planning -------------------------------------------------------------------------------------------
-    def _plan(self, forest, steps, levels, evals, budget, bytes_per_node):
-        """Roots and extra children per level that the budget (and the memory cap) allow."""
+    def _plan(self, forest, steps, levels, evals, budget, bytes_per_node, storage_device):
+        """Roots and extra children per level that the budget and the memory cap allow, whether the cap
+        bound, and the cap (``max_memory_bytes``, or the default share of the device's memory)."""
         remaining = [steps - s for s in levels]
         fill = self.children > 1
 
@@ -321,8 +328,11 @@ class DTSSampler(Sampler):
         hi = budget // (steps * evals)
         roots = max(1, _largest(lambda n: full_cost(n) <= budget, hi))
         memory_full = False
+        have = sum(len(x) for x in forest.leaves)
+        planned = stored_nodes(roots, plan_extra_children(roots, remaining, self.children, evals,
+                                                          budget - roots * steps * evals, fill)[0])
+        max_bytes = memory_cap(self.name, self.max_memory_bytes, (planned + have) * bytes_per_node, storage_device, budget)
         if self.max_memory_bytes is not None:
-            have = sum(len(x) for x in forest.leaves)
             cap = self.max_memory_bytes // bytes_per_node - have
             if stored_nodes(1, [0] * len(levels)) > cap:
                 raise DiffalignError(f"max_memory_bytes={self.max_memory_bytes} cannot hold even one path "
@@ -341,9 +351,9 @@ class DTSSampler(Sampler):
                         "max_memory_bytes or use on_memory_full='stop'")
                 roots = max(1, _largest(fits, roots))
                 extras = plan_extra_children(roots, remaining, self.children, evals, budget - roots * steps * evals, False)[0]
-                return roots, extras, memory_full
+                return roots, extras, memory_full, max_bytes
         extras = plan_extra_children(roots, remaining, self.children, evals, budget - roots * steps * evals, fill)[0]
-        return roots, extras, memory_full
+        return roots, extras, memory_full, max_bytes
 
     # -- growing ---------------------------------------------------------------------------------------------
     def _grow(self, forest, model, reward, kernel, grid, cond, generator, levels, roots, extras, evals, memory_full):

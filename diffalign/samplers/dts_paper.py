@@ -63,7 +63,9 @@ from .registry import SAMPLERS
 from .rollout import evaluate_reward
 from .tree import ROOT, DiffusionTree
 from .forest import DEFAULT_MAX_ROWS
-from .tree_common import branching_setup, check_forest_options, check_storage_options, tree_key, warn_memory_full
+from .tree_common import (
+    branching_setup, check_forest_options, check_storage_options, memory_cap, tree_key, warn_memory_full,
+)
 from .tree_rollouts import RolloutPool
 
 OUTPUT_CHOICES = ("descend", "reweight")
@@ -81,6 +83,16 @@ def branching_steps(steps: int, branch_every: Optional[int], branch_steps: Optio
         every = check_positive_int("branch_every", branch_every)
         inner = list(range(every, steps, every))
     return [0, *inner, steps]
+
+
+def most_new_nodes(levels: list[int], nfe: int, evals: int) -> int:
+    """An upper bound on the nodes a budget of ``nfe`` can add to a tree with these levels: a rollout
+    from level l (the root: l = -1, from step 0) costs ``(steps - levels[l]) * evals`` and stores one
+    node per level below l, so no rollout stores more nodes per NFE than the best ratio of the two."""
+    steps, terminal = levels[-1], len(levels) - 1
+    starts = [(-1, 0)] + [(level, levels[level]) for level in range(terminal)]
+    ratio = max((terminal - level) / ((steps - start) * evals) for level, start in starts)
+    return int(nfe * ratio) + 1
 
 
 class PaperDTSSampler(Sampler):
@@ -104,7 +116,9 @@ class PaperDTSSampler(Sampler):
             Selections that end on an existing sample launch nothing, so up to 16 selections per free
             row are tried; widening counts the rollouts still in flight.
         kernel: the base stochastic kernel (default: DDPM for VP models, the flow SDE for flow models).
-        max_memory_bytes: cap on stored node states; ``on_memory_full`` is "stop" or "error".
+        max_memory_bytes: cap on stored node states; ``on_memory_full`` is "stop" or "error". Default
+            (None): half the storage device's memory (RAM on the CPU), and a budget whose tree could
+            outgrow that is refused at once with one line (``tree_common.memory_cap``).
         storage_dtype, storage_device: where node states live (e.g. "float16", "cpu").
         nonfinite_reward: "-inf" (default) or "error".
         reuse_tree: if True, a second :meth:`sample` call with the same model, reward, condition and
@@ -243,10 +257,15 @@ class PaperDTSSampler(Sampler):
         kernel, encoded, _ = branching_setup(self.name, model, self.kernel, self.kernel_options, cond, nfe, steps)
         # the user's own objects identify a tree (``reward`` may be a fresh wrapper of their callable)
         key = tree_key(model, reward, cond, steps)
-        if not (self.reuse_tree and self.tree is not None and self._tree_key == key):
-            levels = branching_steps(steps, self.branch_every, self.branch_steps)
-            device = self.storage_device or model.device
-            self.tree = DiffusionTree(model.shape, levels, self.storage_dtype, device, self.max_memory_bytes)
+        levels = branching_steps(steps, self.branch_every, self.branch_steps)
+        device = torch.device(self.storage_device or model.device)
+        reuse = self.reuse_tree and self.tree is not None and self._tree_key == key
+        have = self.tree.num_nodes if reuse else 0
+        bytes_per_node = math.prod(model.shape) * torch.empty((), dtype=self.storage_dtype).element_size()
+        needed = (have + most_new_nodes(levels, nfe, model.evals_for(encoded))) * bytes_per_node
+        cap = memory_cap(self.name, self.max_memory_bytes, needed, device, nfe)
+        if not reuse:
+            self.tree = DiffusionTree(model.shape, levels, self.storage_dtype, device, cap)
             self._tree_key = key
         self._last_reward = reward
         # selection randomness comes from its own stream, so model noise matches ancestral sampling
@@ -254,8 +273,9 @@ class PaperDTSSampler(Sampler):
         info = self._grow(self.tree, model, reward, kernel, model.schedule.time_grid(steps), encoded, generator, rng, nfe)
         out = self._output(self.tree, num_samples, rng)
         out.info.update(info)
+        out.info["max_memory_bytes"] = self.tree.max_bytes
         if info["memory_full"]:
-            warn_memory_full(self.name, self.max_memory_bytes, info)
+            warn_memory_full(self.name, self.tree.max_bytes, info)
         return out
 
     def draw(self, num_samples: int, seed: int = 0) -> SampleOutput:

@@ -4,6 +4,7 @@ the memory-full warning."""
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Optional
 
@@ -17,6 +18,38 @@ from .rollout import resolve_kernel, single_condition
 NONFINITE_CHOICES = ("-inf", "error")
 MEMORY_CHOICES = ("stop", "error")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+#: without ``max_memory_bytes``, a tree may store states up to this share of its storage device's memory
+#: (RAM for CPU storage, the GPU's memory for CUDA storage); a budget whose tree needs more is refused
+DEFAULT_MEMORY_FRACTION = 0.5
+
+
+def device_memory_bytes(device: torch.device) -> int:
+    """Total memory of the device that holds the tree's states (physical RAM for the CPU)."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def memory_cap(name: str, max_memory_bytes: Optional[int], needed_bytes: int, device: torch.device, nfe: int) -> int:
+    """The byte cap a tree grows under: ``max_memory_bytes`` when given (the tree stops growing, or
+    raises, when it fills); otherwise :data:`DEFAULT_MEMORY_FRACTION` of the storage device's memory.
+
+    Without an explicit cap, a budget whose tree could need more than the default is refused at once
+    (``needed_bytes``: the plan's states, or an upper bound): ``--nfe 1e12`` asked ``dts`` for 667 GB,
+    and shrinking such a plan to fit would still run for days.
+    """
+    if max_memory_bytes is not None:
+        return max_memory_bytes
+    cap = int(DEFAULT_MEMORY_FRACTION * device_memory_bytes(device))
+    if needed_bytes > cap:
+        raise DiffalignError(
+            f"{name}: nfe={nfe} grows a tree of up to {needed_bytes / 2**30:,.1f} GiB of states, more than the default cap "
+            f"of {cap / 2**30:,.1f} GiB ({DEFAULT_MEMORY_FRACTION:.0%} of {device.type} memory); lower nfe, or pass "
+            "max_memory_bytes=N to search within N bytes (the tree stops growing when full), or storage_dtype=float16"
+        )
+    return cap
 
 
 def check_storage_options(nonfinite_reward: str, on_memory_full: str, storage_dtype, max_memory_bytes) -> torch.dtype:

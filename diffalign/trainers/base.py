@@ -360,8 +360,10 @@ class Trainer:
         tc, acc = self.config.train, self.accelerator
         max_steps = max_steps or tc.max_steps
         self.resume()
+        if self.step and self.step < max_steps and acc.is_main_process:
+            self._retire_final()
         if acc.is_main_process and tc.report_to != "none":
-            acc.init_trackers("diffalign", config=_flat_scalars(self.config))
+            self._start_trackers()
         bar = tqdm(total=max_steps, initial=self.step, desc=f"train {self.name}", disable=not acc.is_main_process,
                    dynamic_ncols=True)
         metrics: dict[str, float] = {}
@@ -388,6 +390,25 @@ class Trainer:
         return metrics
 
     progress_keys = ("loss", "reward")
+
+    def _retire_final(self) -> None:
+        """An extension (resumed below a larger max_steps) moves the earlier end's final/ aside first."""
+        from .run_dir import retire_final
+
+        moved = retire_final(self.output_dir, self.step)
+        if moved is not None:
+            print(f"diffalign: {self.output_dir / FINAL} (step {self.step}) moved to {moved}: this run extends it and "
+                  "writes a new final/ when it ends", file=sys.stderr)
+
+    def _start_trackers(self) -> None:
+        """One logging run per run directory. The hyperparameters are recorded once, when the run first
+        logs (TensorBoard's add_hparams makes a new sub-directory per call), and a resumed run purges
+        what the interrupted one logged after its checkpoint (TensorBoard's ``purge_step``), so no step
+        is shown twice; resume is exact, so the purged values are the ones logged again."""
+        tc, acc = self.config.train, self.accelerator
+        first = not (self.output_dir / "logs" / "diffalign").exists()
+        init_kwargs = {"tensorboard": {"purge_step": self.step + 1}} if tc.report_to == "tensorboard" else {}
+        acc.init_trackers("diffalign", config=_flat_scalars(self.config) if first else None, init_kwargs=init_kwargs)
 
     # -- persistence ---------------------------------------------------------------------------
     @property

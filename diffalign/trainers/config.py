@@ -231,9 +231,45 @@ def build(cls: type, data: dict, prefix: str = ""):
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in data if k not in names]
     if unknown:
-        raise DiffalignError(f"unknown config key {prefix + str(unknown[0])!r}; valid keys: {', '.join(prefix + n for n in names)}")
+        hint = did_you_mean(str(unknown[0]), key_paths(cls, prefix))
+        raise DiffalignError(f"unknown config key {prefix + str(unknown[0])!r}{hint}; "
+                             f"valid keys: {', '.join(prefix + n for n in names)}")
     values = {name: _convert(hints[name], data[name], prefix + name) for name in names if name in data}
     return cls(**values)
+
+
+#: names familiar from diffusers and TRL scripts -> the key that means the same here
+FAMILIAR_NAMES = {
+    "num_inference_steps": "sample_steps", "inference_steps": "sample_steps", "steps": "sample_steps",
+    "lr": "learning_rate", "max_train_steps": "max_steps", "num_train_steps": "max_steps",
+    "gradient_accumulation": "gradient_accumulation_steps", "beta": "kl_coef",
+}
+
+
+def key_paths(cls: type, prefix: str = "") -> list[str]:
+    """Every key path of config dataclass ``cls``: its fields, and the fields of its sections."""
+    hints = typing.get_type_hints(cls)
+    paths = []
+    for field in dataclasses.fields(cls):
+        paths.append(prefix + field.name)
+        if dataclasses.is_dataclass(hints[field.name]):
+            paths += key_paths(hints[field.name], f"{prefix}{field.name}.")
+    return paths
+
+
+def did_you_mean(key: str, paths: list[str]) -> str:
+    """``" (did you mean 'train.learning_rate'?)"`` for a misspelt, misplaced or familiar-elsewhere key
+    (difflib on the last part of each key path), or "" when nothing is close."""
+    import difflib
+
+    leaves = {}
+    for path in paths:
+        leaves.setdefault(path.rsplit(".", 1)[-1], path)
+    familiar = difflib.get_close_matches(key, list(FAMILIAR_NAMES), n=1, cutoff=0.85)
+    if familiar and FAMILIAR_NAMES[familiar[0]] in leaves:
+        return f" (did you mean {leaves[FAMILIAR_NAMES[familiar[0]]]!r}?)"
+    close = difflib.get_close_matches(key, list(leaves), n=1, cutoff=0.75)
+    return f" (did you mean {leaves[close[0]]!r}?)" if close else ""
 
 
 def _convert(hint, value, key: str):

@@ -16,6 +16,12 @@ clip of c on the mean equals a clip of d*c on the summed log-ratio of a d-elemen
 **Last step.** The step to t = 0 is deterministic and untrained (see trajectories.py); so are all
 steps of a deterministic kernel, which GRPO therefore refuses.
 
+**What to watch.** On-policy the loss is ~1e-8: rho = 1 and the advantages average to zero within
+each group, so ``loss`` says nothing about how hard the policy is pushed. ``pg_scale`` logs
+mean_ij |A_i rho_ij| (about 0.8 for normalised advantages; 0 when every group's rewards tie), the
+weight of each sample's log-prob gradient; ``grad_norm`` logs the gradient it produced, and the
+``reward`` curve is the result.
+
 The ratio of the first inner epoch is exactly 1 because rollouts and training compute the log-prob
 with the same function on the same batch; ``ratio_error`` logs max |rho - 1| of that epoch.
 """
@@ -36,7 +42,7 @@ from .trajectories import sample_trajectories, transition
 class GRPOTrainer(Trainer):
     name = "grpo"
     config_class = GRPOConfig
-    progress_keys = ("loss", "reward", "ratio_error")
+    progress_keys = ("loss", "reward", "pg_scale", "ratio_error")
 
     def __init__(self, config: GRPOConfig, output_dir, accelerator=None):
         self.needs_reference = config.kl_coef > 0
@@ -89,7 +95,7 @@ class GRPOTrainer(Trainer):
         c = self.config
         traj, advantages = batch["trajectories"], batch["advantages"]
         loss = 0.0
-        ratio_error, clipped, kl_total = 0.0, 0.0, 0.0
+        ratio_error, clipped, kl_total, pg_scale = 0.0, 0.0, 0.0, 0.0
         steps = batch["trained_steps"]
         for j in steps:
             x, x_next = traj.states[j], traj.states[j + 1]
@@ -99,6 +105,7 @@ class GRPOTrainer(Trainer):
             loss = loss + ppo.loss / len(steps)
             ratio_error = max(ratio_error, (ppo.ratio - 1).abs().max().item())
             clipped += ppo.clipped_fraction.item() / len(steps)
+            pg_scale += ppo.pg_scale.item() / len(steps)
             if c.kl_coef > 0:
                 with torch.no_grad(), self.reference_policy() as reference:
                     reference_step = transition(self.policy(reference), self.kernel, x, traj.grid[j], traj.grid[j + 1],
@@ -106,7 +113,8 @@ class GRPOTrainer(Trainer):
                 kl = gaussian_kl(step.mean, reference_step.mean, step.std).mean()
                 loss = loss + c.kl_coef * kl / len(steps)
                 kl_total += kl.item() / len(steps)
-        metrics = {"loss": float(loss.detach()) if torch.is_tensor(loss) else loss, "reward": batch["reward"], "reward_std": batch["reward_std"], "clipped": clipped}
+        metrics = {"loss": float(loss.detach()) if torch.is_tensor(loss) else loss, "reward": batch["reward"], "reward_std": batch["reward_std"], "clipped": clipped,
+                   "pg_scale": pg_scale}
         if update == 0:
             metrics["ratio_error"] = ratio_error  # max |rho - 1| on-policy: must be ~0
         if c.kl_coef > 0:

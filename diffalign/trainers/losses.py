@@ -189,6 +189,9 @@ class PPOOutput(NamedTuple):
     loss: torch.Tensor  # scalar
     ratio: torch.Tensor  # (B,) pi_theta / pi_old
     clipped_fraction: torch.Tensor  # scalar: share of samples where the clip was active
+    # scalar: mean_i |A_i rho_i|, the weight of each sample's log-prob gradient. The loss itself is
+    # ~0 on-policy (advantages average to zero in each group), so this is the scale to watch.
+    pg_scale: torch.Tensor
 
 
 def ppo_clip_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor, clip_range: float) -> PPOOutput:
@@ -203,7 +206,7 @@ def ppo_clip_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages
     clipped = -advantages * ratio.clamp(1.0 - clip_range, 1.0 + clip_range)
     loss = torch.maximum(unclipped, clipped).mean()
     clipped_fraction = ((ratio - 1.0).abs() > clip_range).float().mean()
-    return PPOOutput(loss, ratio.detach(), clipped_fraction)
+    return PPOOutput(loss, ratio.detach(), clipped_fraction, unclipped.detach().abs().mean())
 
 
 def gaussian_kl(mean: torch.Tensor, reference_mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

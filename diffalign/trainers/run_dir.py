@@ -28,11 +28,35 @@ LOCK_FILE = ".lock"
 RUN_ENTRIES = {CONFIG_FILE, "checkpoints", "final", "logs", "eval.jsonl", LOCK_FILE}
 # temporaries of atomic writes a killed run can leave: .config.yaml.XXXX, .final.XXXX, .final.old-PID
 _TEMPORARY = re.compile(r"^\.(config\.yaml|final|eval\.jsonl)\..+$")
+# the final/ of an earlier end, moved aside when a run is extended past it (:func:`retire_final`)
+_EARLIER_FINAL = re.compile(r"^final-step-\d{6,}(-\d+)?$")
+
+
+def is_run_entry(name: str) -> bool:
+    """Whether a run writes entries by this name (its files, its temporaries, an earlier final/)."""
+    return name in RUN_ENTRIES or bool(_TEMPORARY.match(name)) or bool(_EARLIER_FINAL.match(name))
 
 
 def foreign_entries(directory: Path) -> list[str]:
     """Names in ``directory`` that no diffalign run writes (sorted)."""
-    return sorted(c.name for c in Path(directory).iterdir() if c.name not in RUN_ENTRIES and not _TEMPORARY.match(c.name))
+    return sorted(c.name for c in Path(directory).iterdir() if not is_run_entry(c.name))
+
+
+def retire_final(directory: Path, step: int) -> Path | None:
+    """Move ``final/`` (the end of the run at ``step``) to ``final-step-NNNNNN/`` when the run is
+    extended past it, so that ``final/`` is only ever the end of a completed run: an extension that is
+    interrupted leaves no stale final/ behind, and the earlier weights are kept, named by their step.
+    Returns the new path (None without a final/)."""
+    final = Path(directory) / "final"
+    if not final.is_dir():
+        return None
+    target = final.with_name(f"final-step-{step:06d}")
+    suffix = 1
+    while target.exists():  # never replace an earlier one
+        suffix += 1
+        target = final.with_name(f"final-step-{step:06d}-{suffix}")
+    final.rename(target)
+    return target
 
 
 def refuse_protected(directory: Path) -> None:
@@ -61,7 +85,7 @@ def check_overwritable(directory: Path) -> None:
 def remove_run(directory: Path) -> None:
     """Delete a run's entries (never the lock, never anything foreign: :func:`check_overwritable` first)."""
     for child in Path(directory).iterdir():
-        if child.name == LOCK_FILE or child.name not in RUN_ENTRIES and not _TEMPORARY.match(child.name):
+        if child.name == LOCK_FILE or not is_run_entry(child.name):
             continue
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child)

@@ -48,6 +48,20 @@ def test_grpo_gradient_at_update_0_is_reinforce(tiny_config, tmp_path):
         torch.testing.assert_close(a, b.to(a.dtype), rtol=1e-4, atol=1e-7)
 
 
+def test_grpo_logs_the_policy_gradient_scale(tiny_config, tmp_path):
+    """The on-policy loss is ~0 (mean advantage 0, rho = 1); pg_scale = mean |A rho| is what moves the
+    policy, and is logged beside it (issue 22, newcomer 7)."""
+    from diffalign.trainers.base import seeded_generator
+
+    trainer = get_trainer("grpo")(tiny_config("grpo"), tmp_path)
+    batch = trainer.make_micro_batch(0, 0, seeded_generator(0, 0, 0))
+    loss, metrics = trainer.compute_loss(batch, 0)
+    expected = batch["advantages"].double().abs().mean().item()  # rho = 1 at update 0
+    assert expected > 0.1 and abs(metrics["loss"]) < 1e-3 * expected
+    assert metrics["pg_scale"] == pytest.approx(expected, rel=1e-5)
+    assert "pg_scale" in trainer.progress_keys
+
+
 def test_gaussian_kl_matches_a_monte_carlo_estimate():
     """gaussian_kl of two flow-SDE steps (policy and reference denoisers differ) against
     E_{x ~ pi}[log pi(x) - log pi_ref(x)] per element, from 200,000 draws (4 standard errors)."""

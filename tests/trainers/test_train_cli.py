@@ -116,7 +116,12 @@ def test_sample_with_a_trained_lora(tmp_path, capsys):
                  "--steps", "3", "--out", str(out)]) == 0
 
 
-@pytest.mark.parametrize("override,message", [("train.lerning_rate=1", "unknown config key 'train.lerning_rate'"),
+@pytest.mark.parametrize("override,message", [("train.lerning_rate=1", "unknown config key 'train.lerning_rate' "
+                                                                       "(did you mean 'train.learning_rate'?)"),
+                                               # issue 22, newcomer 7: a typo got no hint
+                                               ("num_inference_step=5", "unknown config key 'num_inference_step' "
+                                                                        "(did you mean 'sample_steps'?)"),
+                                               ("learning_rate=1", "(did you mean 'train.learning_rate'?)"),
                                                ("method=ppo", "valid choices: flow_dpo, grpo, hypernoise, noisy_reward, rwr"),
                                                # issue 22, newcomer 1: failed before (found after torch loaded, config.yaml left behind)
                                                ("reward.name=digt", "unknown reward (config key 'reward.name') 'digt'"),
