@@ -23,7 +23,7 @@ import common  # noqa: E402
 
 import diffalign as da  # noqa: E402
 from diffalign.evaluation import classify  # noqa: E402
-from diffalign.models.reward_guidance import off_range_fraction  # noqa: E402
+from diffalign.guidance.reward_guidance import off_range_fraction  # noqa: E402
 
 TARGET = 3
 

@@ -227,7 +227,7 @@ def test_guidance_that_leaves_the_data_range_warns():
 
 
 def test_off_range_fraction_counts_values_beyond_the_margin():
-    from diffalign.models.reward_guidance import off_range_fraction
+    from diffalign.guidance.reward_guidance import off_range_fraction
 
     samples = torch.tensor([[-1.05, 0.0, 1.05, 1.2], [-3.0, 0.5, 0.9, -0.2]])
     assert off_range_fraction(samples, (-1.0, 1.0)) == pytest.approx(2 / 8)
