@@ -42,6 +42,7 @@ from ..errors import DiffalignError
 from . import checkpoint as ckpt
 from .config import TrainerConfig
 from .lora import adapters_disabled, add_lora, load_lora, save_lora
+from .process_watch import ProcessWatch, is_collective_failure, process_group_timeout
 from .sharding import full_tensor, gathered, local_tensor, shard_like
 
 CHECKPOINTS = "checkpoints"
@@ -83,6 +84,7 @@ class Trainer:
     def __init__(self, config: TrainerConfig, output_dir, accelerator=None):
         import diffalign as da
         from accelerate import Accelerator
+        from accelerate.utils import InitProcessGroupKwargs
         from diffusers.training_utils import EMAModel
 
         config.validate()
@@ -95,6 +97,7 @@ class Trainer:
             mixed_precision=tc.mixed_precision,
             log_with=None if tc.report_to == "none" else tc.report_to,
             project_dir=str(self.output_dir / "logs"),
+            kwargs_handlers=[InitProcessGroupKwargs(timeout=process_group_timeout(tc.collective_timeout_s))],
         )
         from .sharding import refuse_accelerate_fsdp
 
@@ -148,6 +151,8 @@ class Trainer:
         # the ramp off (its first update still copies the weights, decay 0)
         self.ema = EMAModel(self.params, decay=tc.ema_decay, min_decay=0.0 if tc.ema_warmup else tc.ema_decay) if tc.ema_decay > 0 else None
         self.step = 0
+        # heartbeats and the launcher check (process_watch.py); None on one process
+        self.watch = ProcessWatch.start_for(self.accelerator, tc.collective_timeout_s, lambda: self.step)
 
     # -- hooks ---------------------------------------------------------------------------------
     def make_micro_batch(self, step: int, index: int, generator: torch.Generator) -> Any:
@@ -360,7 +365,22 @@ class Trainer:
         return dict(zip(keys, values.tolist()))
 
     def train(self, max_steps: Optional[int] = None) -> dict[str, float]:
-        """Run (or resume) to ``max_steps``; write checkpoints and the final weights. Returns the last metrics."""
+        """Run (or resume) to ``max_steps``; write checkpoints and the final weights. Returns the last metrics.
+        In a multi-process job a failed or timed-out collective becomes a :class:`~diffalign.errors.JobFailure`
+        whose one line names the stalled or dead rank."""
+        try:
+            return self._train(max_steps)
+        except Exception as err:
+            if self.watch is None or not is_collective_failure(err):
+                raise
+            from ..errors import JobFailure
+
+            raise JobFailure(self.watch.failure_line(err)) from None
+        finally:
+            if self.watch is not None:
+                self.watch.stop()
+
+    def _train(self, max_steps: Optional[int]) -> dict[str, float]:
         tc, acc = self.config.train, self.accelerator
         max_steps = max_steps or tc.max_steps
         self.resume()

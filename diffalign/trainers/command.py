@@ -155,7 +155,10 @@ def run_train(args) -> None:
 
     from .base import no_accelerator
 
-    state = PartialState(cpu=no_accelerator())
+    from .process_watch import process_group_timeout
+
+    # the process group is created here, so its collective timeout is set here (the trainer's Accelerator reuses it)
+    state = PartialState(cpu=no_accelerator(), timeout=process_group_timeout(config.train.collective_timeout_s))
     lock = None
     if state.is_main_process:
         if directory.exists() and not directory.is_dir():

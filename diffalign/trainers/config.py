@@ -84,6 +84,10 @@ class TrainingConfig:
     sharding: Literal["none", "fsdp"] = option("none", "none: every process holds the whole model; fsdp: FSDP2 shards the denoiser's "
                                                        "weights, gradients and AdamW moments across processes, one unit per block "
                                                        "(torchrun or accelerate launch; see the README's Scaling out section and 'diffalign train CONFIG --plan')")
+    collective_timeout_s: float = option(600.0, "seconds any collective of a multi-process job may wait before the job "
+                                                "fails with one line naming the stalled or dead rank (accelerate's own default: "
+                                                "1,800 s); a phase only the main process runs (an unsharded checkpoint write, "
+                                                "evaluation) must finish within it")
     max_nonfinite_updates: int = option(3, "an update whose loss or gradient is NaN/inf is skipped and logged; this many in a "
                                            "row stop the run, keeping the last good checkpoint")
 
@@ -123,6 +127,7 @@ class TrainerConfig:
         require(0 <= t.adam_beta1 < 1, "train.adam_beta1", t.adam_beta1, "in [0, 1)")
         require(0 <= t.adam_beta2 < 1, "train.adam_beta2", t.adam_beta2, "in [0, 1)")
         require(t.adam_epsilon > 0, "train.adam_epsilon", t.adam_epsilon, "> 0")
+        require(t.collective_timeout_s > 0, "train.collective_timeout_s", t.collective_timeout_s, "> 0")
         require(t.max_nonfinite_updates >= 1, "train.max_nonfinite_updates", t.max_nonfinite_updates, ">= 1")
         # a torch-free first bound (the trainer checks the rank against the model's layers too)
         require(self.model.lora_rank <= MAX_LORA_RANK, "model.lora_rank", self.model.lora_rank, f"<= {MAX_LORA_RANK}")
