@@ -42,6 +42,7 @@ from ..errors import DiffalignError
 from . import checkpoint as ckpt
 from .config import TrainerConfig
 from .lora import adapters_disabled, add_lora, load_lora, save_lora
+from .offload import HOST, hold_blocks_on_host, on_device
 from .process_watch import ProcessWatch, is_collective_failure, process_group_timeout
 from .sharding import full_tensor, gathered, local_tensor, shard_like
 
@@ -150,6 +151,9 @@ class Trainer:
         # diffusers ramps the decay as (1 + n) / (10 + n) whatever ema_decay says; min_decay = decay turns
         # the ramp off (its first update still copies the weights, decay 0)
         self.ema = EMAModel(self.params, decay=tc.ema_decay, min_decay=0.0 if tc.ema_warmup else tc.ema_decay) if tc.ema_decay > 0 else None
+        if "reference" in tc.offload and self.reference is not None and not self.sharded:
+            hold_blocks_on_host(self.reference.network, device)  # sharded: FSDP's CPUOffloadPolicy (sharding.py)
+        self._place_offloaded()
         self.step = 0
         # heartbeats and the launcher check (process_watch.py); None on one process
         self.watch = ProcessWatch.start_for(self.accelerator, tc.collective_timeout_s, lambda: self.step)
@@ -258,6 +262,12 @@ class Trainer:
             with adapters_disabled(self.network):
                 yield self.model
 
+    def _place_offloaded(self) -> None:
+        """Put the EMA shadows on the host under ``train.offload: [ema]`` (after construction, and after a
+        resume has written them where the parameters live)."""
+        if "ema" in self.config.train.offload and self.ema is not None:
+            self.ema.to(device=HOST)
+
     def trainable_module(self) -> torch.nn.Module:
         """The module whose trainable parameters checkpoints hold (the denoiser; a method that trains a
         separate network, such as the noisy reward model, returns that network)."""
@@ -300,7 +310,8 @@ class Trainer:
                 self.nonfinite_streak = 0
                 self.optimizer.step()
                 if self.ema is not None:
-                    self.ema.step(self.params)
+                    with on_device(self.ema, self.accelerator.device, "ema" in tc.offload):
+                        self.ema.step(self.params)
                     record("ema_decay", self.ema.cur_decay_value)  # the effective decay, below ema_decay during warm-up
             else:
                 self._skip_nonfinite_update()
@@ -421,18 +432,47 @@ class Trainer:
     def save_checkpoint(self) -> None:
         acc = self.accelerator
         acc.wait_for_everyone()
-        if self.sharded:  # gathered on every process (collectives), written by the main one in the unsharded format
-            trainable, optimizer, ema = self.trainable_state(), self._full_optimizer_state(), self._full_ema()
-        if acc.is_main_process and not any(s == self.step for s, _ in ckpt.list_checkpoints(self.checkpoints_dir)):
-            if not self.sharded:
-                trainable, optimizer, ema = self.trainable_state(), self.optimizer.optimizer.state_dict(), self._full_ema()
+        extra = {"data_position": self.data_position(self.step), "method": self.name, **self._scaler_state()}
+        if self.sharded:  # each process writes its own shards (DCP); nothing is gathered
+            from .sharded_checkpoint import save_sharded_checkpoint
+
+            ema_step = {} if self.ema is None else {"ema_optimization_step": self.ema.optimization_step}
+            save_sharded_checkpoint(self.checkpoints_dir, self.step, tensors=self._checkpoint_tensors(),
+                                    param_groups=self._param_groups(), scheduler=self.lr_scheduler.state_dict(),
+                                    extra={**extra, **ema_step}, keep=self.config.train.keep_checkpoints)
+        elif acc.is_main_process and not any(s == self.step for s, _ in ckpt.list_checkpoints(self.checkpoints_dir)):
             ckpt.save_checkpoint(
-                self.checkpoints_dir, self.step, trainable=trainable,
-                optimizer=optimizer, scheduler=self.lr_scheduler.state_dict(), ema=ema,
-                extra={"data_position": self.data_position(self.step), "method": self.name, **self._scaler_state()},
-                keep=self.config.train.keep_checkpoints,
+                self.checkpoints_dir, self.step, trainable=self.trainable_state(),
+                optimizer=self.optimizer.optimizer.state_dict(), scheduler=self.lr_scheduler.state_dict(), ema=self._full_ema(),
+                extra=extra, keep=self.config.train.keep_checkpoints,
             )
         acc.wait_for_everyone()
+
+    def _checkpoint_tensors(self, saved_names=None) -> dict[str, torch.Tensor]:
+        """The training state as flat names -> this process's tensors (DTensor shards under sharding), what a
+        sharded checkpoint holds: ``trainable/<param>``, ``optimizer/<param>/<state>``, ``ema/<param>``. The
+        tensors share storage with the run's, so reading a checkpoint into them restores the run in place.
+        ``saved_names`` (a checkpoint's tensor names and metadata, on resume) creates the AdamW state a fresh
+        optimizer does not hold yet: zeros shaped like the parameter, or a scalar ``step``."""
+        named = {name: p for name, p in self.trainable_module().named_parameters() if p.requires_grad}
+        name_of = {id(p): name for name, p in named.items()}
+        tensors = {f"trainable/{name}": p.detach() for name, p in named.items()}
+        optimizer = self.optimizer.optimizer
+        for p in self.params:
+            state = optimizer.state[p]
+            prefix = f"optimizer/{name_of[id(p)]}/"
+            for key, meta in (saved_names or {}).items():
+                if key.startswith(prefix) and key[len(prefix):] not in state:
+                    dtype = meta.properties.dtype
+                    state[key[len(prefix):]] = (torch.zeros((), dtype=dtype) if len(meta.size) == 0
+                                                else torch.zeros_like(p.detach(), dtype=dtype))
+            tensors.update({prefix + key: value for key, value in state.items() if torch.is_tensor(value)})
+        if self.ema is not None:
+            tensors.update({f"ema/{name_of[id(p)]}": shadow for p, shadow in zip(self.params, self.ema.shadow_params)})
+        return tensors
+
+    def _param_groups(self) -> list[dict]:
+        return [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.optimizer.param_groups]
 
     def _full_ema(self):
         if self.ema is None:
@@ -441,15 +481,8 @@ class Trainer:
         ema["optimization_step"] = torch.tensor([self.ema.optimization_step], dtype=torch.int64)
         return ema
 
-    def _full_optimizer_state(self) -> dict:
-        """AdamW's state with every DTensor shard gathered: the same format as an unsharded run's, so a
-        checkpoint resumes onto any number of processes, sharded or not."""
-        state = self.optimizer.optimizer.state_dict()
-        state["state"] = {i: {k: gathered(v) for k, v in s.items()} for i, s in sorted(state["state"].items())}
-        return state
-
     def _shard_optimizer_state(self, state: dict) -> dict:
-        """The inverse of :meth:`_full_optimizer_state` for this run's parameters (a no-op unsharded)."""
+        """An unsharded checkpoint's AdamW state cut into this run's shards (a no-op unsharded)."""
         if not self.sharded:
             return state
         state = dict(state)
@@ -472,34 +505,70 @@ class Trainer:
         found = ckpt.list_checkpoints(self.checkpoints_dir)
         if not found:
             return False
-        state = ckpt.load_checkpoint(found[-1][1])
+        from .sharded_checkpoint import is_sharded_checkpoint, load_sharded_checkpoint
+
+        sharded = is_sharded_checkpoint(found[-1][1])
+        state = load_sharded_checkpoint(found[-1][1]) if sharded else ckpt.load_checkpoint(found[-1][1])
         recorded = state["extra"].get("data_position")
         if recorded is not None and recorded != self.data_position(state["step"]):
             raise DiffalignError(
                 f"checkpoint {found[-1][1]} is at data position {recorded} after step {state['step']}, this run would be at "
                 f"{self.data_position(state['step'])}: keep train.gradient_accumulation_steps x processes as the run had it")
-        named = {name: p for name, p in self.trainable_module().named_parameters() if p.requires_grad}
-        if set(named) != set(state["trainable"]):
-            raise DiffalignError(f"checkpoint {found[-1][1]} does not match this model's trainable parameters")
-        with torch.no_grad():
-            for name, p in named.items():
-                p.copy_(shard_like(state["trainable"][name], p))
+        if sharded:
+            self._read_sharded_state(state)
+        else:
+            self._load_unsharded_state(state)
         try:
-            self.optimizer.optimizer.load_state_dict(self._shard_optimizer_state(state["optimizer"]))
             self.lr_scheduler.load_state_dict(state["scheduler"])
         except (KeyError, ValueError, TypeError, RuntimeError) as err:
-            raise DiffalignError(f"checkpoint {found[-1][1]} holds an optimizer or scheduler state this run cannot use "
+            raise DiffalignError(f"checkpoint {found[-1][1]} holds a scheduler state this run cannot use "
                                  f"({type(err).__name__}); delete it to resume from the previous checkpoint") from None
-        if self.ema is not None and state["ema"] is not None:
-            ema = state["ema"]
-            self.ema.shadow_params = [shard_like(ema[str(i)], p) for i, p in enumerate(self.params)]
-            self.ema.optimization_step = int(ema["optimization_step"][0])
         scaler = getattr(self.accelerator, "scaler", None)
         if scaler is not None and state["extra"].get("grad_scaler"):
             scaler.load_state_dict(state["extra"]["grad_scaler"])
         ckpt.restore_rng(state["rng"], state["python_rng"], state["directory"])
         self.step = state["step"]
+        self._place_offloaded()
         return True
+
+    def _load_unsharded_state(self, state: dict) -> None:
+        """Weights, AdamW and EMA from an unsharded checkpoint, cut into this run's shards when sharded."""
+        named = {name: p for name, p in self.trainable_module().named_parameters() if p.requires_grad}
+        if set(named) != set(state["trainable"]):
+            raise DiffalignError(f"checkpoint {state['directory']} does not match this model's trainable parameters")
+        with torch.no_grad():
+            for name, p in named.items():
+                p.copy_(shard_like(state["trainable"][name], p))
+        try:
+            self.optimizer.optimizer.load_state_dict(self._shard_optimizer_state(state["optimizer"]))
+        except (KeyError, ValueError, TypeError, RuntimeError) as err:
+            raise DiffalignError(f"checkpoint {state['directory']} holds an optimizer state this run cannot use "
+                                 f"({type(err).__name__}); delete it to resume from the previous checkpoint") from None
+        if self.ema is not None and state["ema"] is not None:
+            ema = state["ema"]
+            self.ema.shadow_params = [shard_like(ema[str(i)], p) for i, p in enumerate(self.params)]
+            self.ema.optimization_step = int(ema["optimization_step"][0])
+
+    def _read_sharded_state(self, state: dict) -> None:
+        """Weights, AdamW and EMA from a sharded (DCP) checkpoint, written by any number of processes, read
+        in place into this run's tensors (shards, or whole tensors when unsharded)."""
+        import torch.distributed.checkpoint as dcp
+
+        from .sharded_checkpoint import SHARDS, read_sharded_tensors
+
+        saved = dcp.FileSystemReader(str(state["directory"] / SHARDS)).read_metadata().state_dict_metadata
+        tensors = self._checkpoint_tensors(saved_names=saved)
+        if not any(k.startswith("ema/") for k in saved):  # EMA switched on at resume starts from the weights
+            tensors = {k: v for k, v in tensors.items() if not k.startswith("ema/")}
+        expected = {k for k in saved if self.ema is not None or not k.startswith("ema/")}  # EMA switched off: ignored
+        if set(tensors) != expected:
+            raise DiffalignError(f"checkpoint {state['directory']} does not match this model's trainable parameters")
+        with torch.no_grad():
+            read_sharded_tensors(state["directory"], tensors)
+        for group, saved_group in zip(self.optimizer.optimizer.param_groups, state["extra"]["param_groups"]):
+            group.update({k: tuple(v) if isinstance(v, list) else v for k, v in saved_group.items()})
+        if self.ema is not None and "ema_optimization_step" in state["extra"]:
+            self.ema.optimization_step = int(state["extra"]["ema_optimization_step"])
 
     def _scaler_state(self) -> dict:
         """fp16's GradScaler (loss scale and growth tracker): without it a resumed fp16 run restarts at

@@ -84,6 +84,8 @@ class TrainingConfig:
     sharding: Literal["none", "fsdp"] = option("none", "none: every process holds the whole model; fsdp: FSDP2 shards the denoiser's "
                                                        "weights, gradients and AdamW moments across processes, one unit per block "
                                                        "(torchrun or accelerate launch; see the README's Scaling out section and 'diffalign train CONFIG --plan')")
+    offload: list = option([], "keep these on the host (CPU) between uses instead of on the accelerator: 'reference' (the "
+                                "frozen copy of full fine-tuning), 'ema' (the EMA shadows); see 'diffalign train CONFIG --plan'")
     collective_timeout_s: float = option(600.0, "seconds any collective of a multi-process job may wait before the job "
                                                 "fails with one line naming the stalled or dead rank (accelerate's own default: "
                                                 "1,800 s); a phase only the main process runs (an unsharded checkpoint write, "
@@ -127,6 +129,11 @@ class TrainerConfig:
         require(0 <= t.adam_beta1 < 1, "train.adam_beta1", t.adam_beta1, "in [0, 1)")
         require(0 <= t.adam_beta2 < 1, "train.adam_beta2", t.adam_beta2, "in [0, 1)")
         require(t.adam_epsilon > 0, "train.adam_epsilon", t.adam_epsilon, "> 0")
+        from .offload import OFFLOADABLE
+
+        for name in t.offload if isinstance(t.offload, list) else [t.offload]:
+            if name not in OFFLOADABLE:
+                raise DiffalignError(f"config key 'train.offload' holds {name!r}; valid choices: {', '.join(OFFLOADABLE)}")
         require(t.collective_timeout_s > 0, "train.collective_timeout_s", t.collective_timeout_s, "> 0")
         require(t.max_nonfinite_updates >= 1, "train.max_nonfinite_updates", t.max_nonfinite_updates, ">= 1")
         # a torch-free first bound (the trainer checks the rank against the model's layers too)
