@@ -151,3 +151,23 @@ def test_plan_cli_prints_the_plan_and_refuses_bad_input(tmp_path, capsys, monkey
     assert "go with --plan" in capsys.readouterr().err
     assert main(["train", config, "--plan", "model.name=flux.1-dev", "--device-memory", "80"]) == 0  # published: meta only
     assert "11,901,408,320" in capsys.readouterr().out
+
+
+def test_plan_of_train_offload_counts_what_the_trainer_leaves_on_the_device_and_the_host(tiny_config, tmp_path):
+    """train.offload [reference, ema]: the plan's host bytes are the offloaded reference and EMA of the trainer,
+    and its reference visit is what the trainer keeps resident (root parameters) plus its largest block."""
+    from diffalign.trainers.sharding import block_modules
+
+    config = tiny_config("flow_dpo", model={"full_finetune": True}, train={"ema_decay": 0.9, "offload": ["reference", "ema"]})
+    trainer = get_trainer("flow_dpo")(config, tmp_path)
+    ref = trainer.reference.network
+    planned = network_params(architecture_of("digits-flow")[0], full_finetune=True)
+    kept = plan_memory(planned, full_finetune=True, needs_reference=True, ema=True)
+    plan = plan_memory(planned, full_finetune=True, needs_reference=True, ema=True, offload=("reference", "ema"))
+    assert plan.reference == plan.ema == 0 and plan.ema_visit == kept.ema == _bytes(trainer.ema.shadow_params)
+    assert plan.host == kept.reference + kept.ema == _bytes(ref.parameters()) + _bytes(trainer.ema.shadow_params)
+    blocks = [block for _, block in block_modules(ref)]
+    in_blocks = {id(p) for block in blocks for p in block.parameters()}
+    resident = _bytes(p for p in ref.parameters() if id(p) not in in_blocks)  # the hooks never move these
+    assert plan.reference_visit == resident + max(_bytes(block.parameters()) for block in blocks)
+    assert plan.static == kept.static - kept.reference - kept.ema + plan.reference_visit
