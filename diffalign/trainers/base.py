@@ -141,10 +141,9 @@ class Trainer:
             from .prompt_eval import PromptEvaluator
 
             self.evaluator = PromptEvaluator(self)
-        optimizer = torch.optim.AdamW(
-            self.params, lr=tc.learning_rate, betas=(tc.adam_beta1, tc.adam_beta2), eps=tc.adam_epsilon,
-            weight_decay=tc.weight_decay,
-        )
+        from .optimizers import build_optimizer
+
+        optimizer = build_optimizer(self.params, tc)
         # The LR scheduler stays unprepared: accelerate's wrapper steps it once per process.
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
         self.optimizer = self.accelerator.prepare(optimizer)

@@ -82,6 +82,13 @@ def _save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: Option
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    # safetensors refuses tensors that share storage (bitsandbytes' quantisation maps are one tensor shared by
+    # every parameter's state): the repeats are written as copies
+    seen = set()
+    for key, value in tensors.items():
+        if value.numel() and value.data_ptr() in seen:
+            tensors[key] = value.clone()
+        seen.add(value.data_ptr())
     save_file(tensors, str(path), metadata={k: json.dumps(v) for k, v in (metadata or {}).items()})
     with open(path, "rb") as f:
         os.fsync(f.fileno())
@@ -97,9 +104,18 @@ def _load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 # -- optimizer state <-> flat tensors ------------------------------------------------------------
 def optimizer_tensors(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """An optimizer state dict as flat tensors ``<param index>.<name>`` and JSON metadata (param groups and
+    non-tensor values). A nested dict of state (bitsandbytes keeps its 8-bit moments and their quantisation
+    maps under ``__bnb_optimizer_quant_state__``) is flattened one level: ``<index>.<name>/<key>``."""
     tensors, scalars = {}, {}
     for index, per_param in state_dict["state"].items():
+        flat = {}
         for name, value in per_param.items():
+            if isinstance(value, dict):
+                flat.update({f"{name}/{key}": inner for key, inner in value.items()})
+            else:
+                flat[name] = value
+        for name, value in flat.items():
             if torch.is_tensor(value):
                 tensors[f"{index}.{name}"] = value
             else:
@@ -111,7 +127,11 @@ def optimizer_state_dict(tensors: dict[str, torch.Tensor], metadata: dict) -> di
     state: dict[int, dict] = {}
     for key, value in list(tensors.items()) + list(metadata["scalars"].items()):
         index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
+        if "/" in name:
+            outer, inner = name.split("/", 1)
+            state.setdefault(int(index), {}).setdefault(outer, {})[inner] = value
+        else:
+            state.setdefault(int(index), {})[name] = value
     return {"state": state, "param_groups": metadata["param_groups"]}
 
 

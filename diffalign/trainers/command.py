@@ -197,7 +197,7 @@ def plan_text(config, processes=None, device_memory_gb=None) -> str:
     rows = plan_table(network, latent, tokens, lora_rank=mc.lora_rank, lora_target_modules=mc.lora_target_modules,
                       needs_reference=_needs_reference(config), ema=tc.ema_decay > 0,
                       mixed_precision=tc.mixed_precision, gradient_checkpointing=mc.gradient_checkpointing,
-                      processes=processes, device_bytes=device, offload=tuple(tc.offload))
+                      processes=processes, device_bytes=device, offload=tuple(tc.offload), optimizer_kind=tc.optimizer)
     mine = ("full" if mc.full_finetune else "LoRA") + (", fsdp" if tc.sharding == "fsdp" else "")
     notes = [
         f"  * this config. A row = one sample of {what} in one forward pass with gradient;",
@@ -206,6 +206,9 @@ def plan_text(config, processes=None, device_memory_gb=None) -> str:
         "    fsdp divides weights, grads, AdamW moments, reference and EMA by P (dim 0, padded); 'gathered' is FSDP's",
         "    transient (root parameters + 2 blocks); activations are never divided. Planned, not measured: see the README's Scaling out section.",
     ]
+    if tc.optimizer == "adamw8bit":
+        notes.append("    train.optimizer adamw8bit: 'adamw' holds bitsandbytes' 8-bit moments in the unsharded rows; the fsdp rows "
+                     "show torch's AdamW (8-bit AdamW does not take FSDP's shards).")
     if tc.offload:
         notes.append(f"    train.offload {list(tc.offload)}: 'host' is held in CPU memory per process, not on the device; 'static' adds the "
                      "offloaded reference's visit (root + 1 block, unsharded) and 'max rows' checks the EMA's visit after backward.")

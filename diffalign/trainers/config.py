@@ -84,6 +84,9 @@ class TrainingConfig:
     sharding: Literal["none", "fsdp"] = option("none", "none: every process holds the whole model; fsdp: FSDP2 shards the denoiser's "
                                                        "weights, gradients and AdamW moments across processes, one unit per block "
                                                        "(torchrun or accelerate launch; see the README's Scaling out section and 'diffalign train CONFIG --plan')")
+    optimizer: Literal["adamw", "adamw8bit"] = option("adamw", "adamw: torch.optim.AdamW (fp32 moments, 8 bytes per trained "
+                                                      "parameter); adamw8bit: bitsandbytes' AdamW8bit (block-wise 8-bit moments, about 2 "
+                                                      "bytes; pip install 'diffalign[bnb]'; CUDA or CPU; not with sharding: fsdp)")
     offload: list = option([], "keep these on the host (CPU) between uses instead of on the accelerator: 'reference' (the "
                                 "frozen copy of full fine-tuning), 'ema' (the EMA shadows); see 'diffalign train CONFIG --plan'")
     collective_timeout_s: float = option(600.0, "seconds any collective of a multi-process job may wait before the job "
@@ -134,6 +137,9 @@ class TrainerConfig:
         for name in t.offload if isinstance(t.offload, list) else [t.offload]:
             if name not in OFFLOADABLE:
                 raise DiffalignError(f"config key 'train.offload' holds {name!r}; valid choices: {', '.join(OFFLOADABLE)}")
+        if t.optimizer == "adamw8bit" and t.sharding == "fsdp":
+            raise DiffalignError("config keys 'train.optimizer: adamw8bit' and 'train.sharding: fsdp' exclude each other "
+                                 "(bitsandbytes' kernels take whole tensors, not FSDP's shards); valid with fsdp: adamw")
         require(t.collective_timeout_s > 0, "train.collective_timeout_s", t.collective_timeout_s, "> 0")
         require(t.max_nonfinite_updates >= 1, "train.max_nonfinite_updates", t.max_nonfinite_updates, ">= 1")
         # a torch-free first bound (the trainer checks the rank against the model's layers too)

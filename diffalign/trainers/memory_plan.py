@@ -178,11 +178,13 @@ class MemoryPlan:
 
 
 def plan_memory(params: list[Param], *, full_finetune: bool, needs_reference: bool, ema: bool,
-                mixed_precision: str = "no", sharded: bool = False, processes: int = 1, offload=()) -> MemoryPlan:
+                mixed_precision: str = "no", sharded: bool = False, processes: int = 1, offload=(),
+                optimizer_kind: str = "adamw") -> MemoryPlan:
     """The bytes per process of :class:`MemoryPlan` for ``params`` (see the module docstring). ``offload``
     (train.offload) moves the reference's and the EMA's bytes to ``host``; an unsharded offloaded reference
     visits the device one block at a time (plus its root parameters) while the policy's activations are
-    held, the EMA whole after the backward pass (offload.py)."""
+    held, the EMA whole after the backward pass (offload.py). ``optimizer_kind`` ``adamw8bit`` (unsharded only):
+    bitsandbytes' 8-bit moments (optimizers.py)."""
     p = processes if sharded else 1
     half = mixed_precision in ("bf16", "fp16")
 
@@ -194,6 +196,10 @@ def plan_memory(params: list[Param], *, full_finetune: bool, needs_reference: bo
     weights = FP32 * size(params)
     gradients = FP32 * size(trainable)
     optimizer = 2 * FP32 * size(trainable) + FP32 * len(trainable)
+    if optimizer_kind == "adamw8bit" and not sharded:  # refused with fsdp (config.py)
+        from .optimizers import optimizer_state_bytes
+
+        optimizer = optimizer_state_bytes([x.shape for x in trainable], optimizer_kind)
     reference = FP32 * size(frozen_net) if (full_finetune and needs_reference) else 0
     ema_bytes = FP32 * size(trainable) if ema else 0
     gathered = 0
@@ -377,7 +383,8 @@ class Option:
 
 def plan_table(network: nn.Module, latent: tuple, text_tokens: int, *, lora_rank: int, lora_target_modules: list,
                needs_reference: bool, ema: bool, mixed_precision: str, gradient_checkpointing: bool,
-               processes: int, device_bytes: int, options: Optional[list[Option]] = None, offload=()) -> list[tuple[Option, MemoryPlan, int, int]]:
+               processes: int, device_bytes: int, options: Optional[list[Option]] = None, offload=(),
+               optimizer_kind: str = "adamw") -> list[tuple[Option, MemoryPlan, int, int]]:
     """For each option (LoRA / full, unsharded / sharded): its plan, the activations per row and the
     largest micro-batch (rows) in ``device_bytes``."""
     options = options or [Option("LoRA", False, False), Option("LoRA, fsdp", False, True),
@@ -392,7 +399,8 @@ def plan_table(network: nn.Module, latent: tuple, text_tokens: int, *, lora_rank
         params = network_params(network, full_finetune=opt.full_finetune, lora_rank=lora_rank,
                                 lora_target_modules=lora_target_modules)
         plan = plan_memory(params, full_finetune=opt.full_finetune, needs_reference=needs_reference, ema=ema,
-                           mixed_precision=mixed_precision, sharded=opt.sharded, processes=processes, offload=offload)
+                           mixed_precision=mixed_precision, sharded=opt.sharded, processes=processes, offload=offload,
+                           optimizer_kind=optimizer_kind)
         fit = largest_micro_batch(device_bytes, plan.static, per_row)
         if plan.ema_visit and plan.static - plan.reference_visit + plan.ema_visit > (1 - 0.1) * device_bytes:
             fit = 0  # the offloaded EMA's visit after the backward pass does not fit
