@@ -107,3 +107,28 @@ def test_sigkill_mid_run_then_resume_under_sharding_is_bit_exact(tmp_path):
     assert expected.keys() == got.keys() and expected
     assert all(torch.equal(expected[k], got[k]) for k in expected)
     assert not list((tmp_path / "killed" / "checkpoints").glob(".step-*"))  # a half-written one was cleaned up
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_2_sharded_processes_resumes_on_3_through_dcp_resharding(tmp_path):
+    """RWR LoRA: step 1 sharded on 2 processes (accumulation 3), step 2 sharded on 3 (accumulation 2), against
+    1 process with accumulation 6. DCP reads the 2-way shards into 3-way ones; the values read are those
+    written, and the steps differ from one process only in summation order (the tolerance of test_sharding)."""
+    from .test_sharding import _config
+
+    def train(config, directory, processes, *extra):
+        launch = [sys.executable] + (["-m", "torch.distributed.run", "--nproc_per_node", str(processes)] if processes > 1 else [])
+        done = subprocess.run(launch + ["-m", "diffalign", "train", config, "--output-dir", str(directory), *extra],
+                              env=_env(), capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    train(_config(tmp_path, "one", False, 6, "none"), tmp_path / "one", 1)
+    train(_config(tmp_path, "two", False, 3, "fsdp"), tmp_path / "legs", 2, "--max-steps", "1")
+    assert is_sharded_checkpoint(tmp_path / "legs" / "checkpoints" / "step-000001")
+    train(_config(tmp_path, "three", False, 2, "fsdp"), tmp_path / "legs", 3)
+    shards = {p.name for p in (tmp_path / "legs" / "checkpoints" / "step-000002" / "shards").iterdir()}
+    assert shards == {"__0_0.distcp", "__1_0.distcp", "__2_0.distcp", ".metadata"}
+    expected, got = _final(tmp_path / "one", False), _final(tmp_path / "legs", False)
+    assert expected.keys() == got.keys() and expected
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=1e-5, atol=1e-5)
