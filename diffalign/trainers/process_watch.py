@@ -168,12 +168,18 @@ class ProcessWatch:
 
 
 def is_collective_failure(err: BaseException) -> bool:
-    """Whether ``err`` is a failed or timed-out collective (gloo's and NCCL's errors are RuntimeErrors whose
-    message says so; torch's own ``DistError`` family)."""
+    """Whether ``err`` is a failed or timed-out collective: torch's ``DistError`` family, or a RuntimeError
+    raised inside ``torch.distributed`` (gloo reports a timeout or a lost peer that way; FSDP's gathers run
+    there too). A RuntimeError of the method's own code (a reward call that timed out) is not one."""
     import torch.distributed as dist
 
     if isinstance(err, getattr(dist, "DistError", ())):
         return True
-    text = str(err).lower()
-    return isinstance(err, RuntimeError) and any(word in text for word in (
-        "timed out", "timeout", "connection closed", "connection reset", "broken pipe", "gloo", "nccl"))
+    if not isinstance(err, RuntimeError):
+        return False
+    frame = err.__traceback__
+    while frame is not None:
+        if _DISTRIBUTED_DIR in frame.tb_frame.f_code.co_filename:
+            return True
+        frame = frame.tb_next
+    return False
