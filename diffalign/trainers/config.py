@@ -91,8 +91,8 @@ class TrainingConfig:
                                 "frozen copy of full fine-tuning), 'ema' (the EMA shadows); see 'diffalign train CONFIG --plan'")
     collective_timeout_s: float = option(600.0, "seconds any collective of a multi-process job may wait before the job "
                                                 "fails with one line naming the stalled or dead rank (accelerate's own default: "
-                                                "1,800 s); a phase only the main process runs (an unsharded checkpoint write, "
-                                                "evaluation) must finish within it")
+                                                "1,800 s); a phase only the main process runs (writing final/ or an unsharded "
+                                                "checkpoint of a large model, evaluation) must finish within it")
     max_nonfinite_updates: int = option(3, "an update whose loss or gradient is NaN/inf is skipped and logged; this many in a "
                                            "row stop the run, keeping the last good checkpoint")
 
