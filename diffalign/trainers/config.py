@@ -19,6 +19,10 @@ from typing import Any, Literal, Optional
 from ..errors import DiffalignError
 
 
+#: what ``train.offload`` may name (offload.py; here so that validation stays free of torch)
+OFFLOADABLE = ("reference", "ema")
+
+
 def option(default, help: str, **kwargs):
     """A dataclass field with its help text."""
     if isinstance(default, (list, dict)):
@@ -132,8 +136,6 @@ class TrainerConfig:
         require(0 <= t.adam_beta1 < 1, "train.adam_beta1", t.adam_beta1, "in [0, 1)")
         require(0 <= t.adam_beta2 < 1, "train.adam_beta2", t.adam_beta2, "in [0, 1)")
         require(t.adam_epsilon > 0, "train.adam_epsilon", t.adam_epsilon, "> 0")
-        from .offload import OFFLOADABLE
-
         for name in t.offload if isinstance(t.offload, list) else [t.offload]:
             if name not in OFFLOADABLE:
                 raise DiffalignError(f"config key 'train.offload' holds {name!r}; valid choices: {', '.join(OFFLOADABLE)}")

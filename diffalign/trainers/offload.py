@@ -24,8 +24,8 @@ import contextlib
 
 import torch
 
-#: what ``train.offload`` may name
-OFFLOADABLE = ("reference", "ema")
+from .config import OFFLOADABLE  # noqa: F401  (what train.offload may name)
+
 HOST = torch.device("cpu")
 
 
