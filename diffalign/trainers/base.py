@@ -402,19 +402,21 @@ class Trainer:
         if self.step == 0 and self.config.data.eval_every:
             self.evaluate()  # the base model's line: what every later evaluation is compared with
         start = time.perf_counter()
-        while self.step < max_steps:
-            metrics = self.train_step()
-            metrics["seconds"] = time.perf_counter() - start
-            if self.step % tc.log_every == 0 or self.step == max_steps:
-                acc.log(metrics, step=self.step)
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in self.progress_keys})
-            if tc.checkpoint_every and self.step % tc.checkpoint_every == 0 and self.step < max_steps:
-                self.save_checkpoint()
-            every = self.config.data.eval_every
-            if every and self.step % every == 0 and self.step < max_steps:
-                self.evaluate()
-        bar.close()
+        try:
+            while self.step < max_steps:
+                metrics = self.train_step()
+                metrics["seconds"] = time.perf_counter() - start
+                if self.step % tc.log_every == 0 or self.step == max_steps:
+                    acc.log(metrics, step=self.step)
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in self.progress_keys})
+                if tc.checkpoint_every and self.step % tc.checkpoint_every == 0 and self.step < max_steps:
+                    self.save_checkpoint()
+                every = self.config.data.eval_every
+                if every and self.step % every == 0 and self.step < max_steps:
+                    self.evaluate()
+        finally:
+            bar.close()  # ends the bar's line, so an error (a failed collective's one line) starts a line of its own
         self.save_checkpoint()
         self.evaluate()
         self.save_final()
