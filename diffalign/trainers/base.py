@@ -378,6 +378,8 @@ class Trainer:
         """Run (or resume) to ``max_steps``; write checkpoints and the final weights. Returns the last metrics.
         In a multi-process job a failed or timed-out collective becomes a :class:`~diffalign.errors.JobFailure`
         whose one line names the stalled or dead rank."""
+        if self.watch is not None:
+            self.watch = self.watch.running()
         try:
             return self._train(max_steps)
         except Exception as err:

@@ -90,6 +90,16 @@ class ProcessWatch:
     def stop(self) -> None:
         self._stop.set()
 
+    def running(self) -> "ProcessWatch":
+        """This watch, or a fresh one for the same process and launcher once this one was stopped (a trainer
+        whose ``train`` is called again)."""
+        if not self._stop.is_set():
+            return self
+        fresh = type(self)(self.rank, self.world_size, self.store, self.timeout_s, self.step, self.launcher_pid)
+        fresh.beats = self.beats  # the counter only grows: the others compare it across reads
+        fresh._thread.start()
+        return fresh
+
     # -- the thread ----------------------------------------------------------------------------
     def _run(self) -> None:
         while not self._stop.wait(INTERVAL_S):

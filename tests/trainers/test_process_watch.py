@@ -57,6 +57,18 @@ def test_a_rank_whose_heartbeat_stops_or_that_is_not_in_a_collective_is_named(mo
     assert "\n" not in line
 
 
+def test_a_stopped_watch_is_replaced_by_a_running_one_for_the_same_process():
+    """A trainer trained twice (Trainer.train stops the watch when it returns) watches again the second time."""
+    watch = ProcessWatch(0, 2, _store(), 7.0, lambda: 1, launcher_pid=os.getppid())
+    watch._thread.start()
+    assert watch.running() is watch
+    watch.stop()
+    watch._thread.join()
+    again = watch.running()
+    assert again is not watch and again._thread.is_alive() and again.launcher_pid == os.getppid()
+    again.stop()
+
+
 def test_a_collective_timeout_is_recognised_and_other_errors_are_not():
     import torch.distributed as dist
 
