@@ -9,6 +9,11 @@ under ``fsdp``): network weights, the trainable parameters' gradients, AdamW's s
 wall time of ``Trainer.train_step()`` after one warm-up step, on rank 0. On this embedded model the step is
 dominated by process-group and Python overheads, not by arithmetic: the times say what sharding costs at a
 toy size, not what it saves at 12B. 4 processes are not run (the CI machine has 2 cores).
+
+Checkpoint: one ``Trainer.save_checkpoint()`` after the steps (weights, AdamW, no EMA), its wall time on rank 0
+and the bytes rank 0 wrote. Unsharded, rank 0 writes the whole state (under ``fsdp`` with 1 process too);
+under ``fsdp`` on 2 processes each rank writes its own shards through ``torch.distributed.checkpoint``
+(plus rank 0's small index, RNG and state.json).
 """
 
 from __future__ import annotations
@@ -63,6 +68,15 @@ def worker(config_json: str, out: str, steps: int) -> None:
     state = [t for s in trainer.optimizer.optimizer.state.values() for t in s.values() if torch.is_tensor(t)]
     report = {"weights": nbytes(trainer.network.parameters()), "grads": nbytes(p.grad for p in trainer.params if p.grad is not None),
               "adamw": nbytes(state), "step_s": statistics.median(times)}
+    trainer.optimizer.zero_grad(set_to_none=True)
+    start = time.perf_counter()
+    trainer.save_checkpoint()
+    report["ckpt_s"] = time.perf_counter() - start
+    rank = trainer.accelerator.process_index
+    directory = trainer.checkpoints_dir / f"step-{trainer.step:06d}"
+    mine = list(directory.glob(f"shards/__{rank}_*.distcp")) + (
+        [f for f in directory.rglob("*") if f.is_file() and "__" not in f.name] if rank == 0 else [])
+    report["ckpt_bytes"] = sum(f.stat().st_size for f in mine)
     Path(out, f"rank-{trainer.accelerator.process_index}.json").write_text(json.dumps(report))
 
 
@@ -91,12 +105,15 @@ def main() -> None:
             mode = "full" if full else "lora"
             label = f"{mode}-{processes}p-{sharding}"
             rows.append([mode, processes, sharding, f"{r['weights'] / 2**20:.3f}", f"{r['grads'] / 2**20:.3f}",
-                         f"{r['adamw'] / 2**20:.3f}", f"{r['step_s'] * 1000:.0f}"])
+                         f"{r['adamw'] / 2**20:.3f}", f"{r['step_s'] * 1000:.0f}", f"{r['ckpt_bytes'] / 2**20:.3f}",
+                         f"{r['ckpt_s'] * 1000:.0f}"])
             results[f"{label}_bytes"] = r["weights"] + r["grads"] + r["adamw"]
             results[f"{label}_ms"] = round(r["step_s"] * 1000)
+            results[f"{label}_ckpt_bytes_rank0"] = r["ckpt_bytes"]
             print(" | ".join(str(c) for c in rows[-1]), flush=True)
     path = common.write_markdown("sharding", "Sharding: bytes per process and step time", rows,
-                                 ["mode", "processes", "sharding", "weights MiB", "grads MiB", "AdamW MiB", "step ms (rank 0)"],
+                                 ["mode", "processes", "sharding", "weights MiB", "grads MiB", "AdamW MiB", "step ms (rank 0)",
+                                  "checkpoint MiB written by rank 0", "checkpoint ms"],
                                  __doc__.split("\n\n", 2)[2], args.quick)
     print(f"wrote {path}")
     common.result_line("sharding", **results)

@@ -30,7 +30,7 @@ from .cli_validation import (
     parse_count,
     parse_options,  # noqa: F401  (kept importable from here)
 )
-from .errors import DiffalignError, SamplingWarning, report_warnings
+from .errors import DiffalignError, JobFailure, SamplingWarning, report_warnings
 from .version import __version__
 
 EXIT_BAD_INPUT = 2
@@ -353,6 +353,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except DiffalignError as err:
         print(f"diffalign: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except JobFailure as err:
+        print(f"diffalign: error: {err}", file=sys.stderr)
+        return EXIT_FAILURE
     except _Terminated as err:
         print(f"diffalign: interrupted ({signal.Signals(err.signum).name})", file=sys.stderr)
         return 128 + err.signum

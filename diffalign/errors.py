@@ -19,6 +19,11 @@ def choice_error(kind: str, value: object, valid: list[str]) -> DiffalignError:
     return DiffalignError(f"unknown {kind} {value!r}; valid choices: {', '.join(sorted(valid))}")
 
 
+class JobFailure(RuntimeError):
+    """A multi-process job lost a process (stalled, dead, or its launcher gone); the message is one line
+    naming the rank. The CLI prints it and exits 1."""
+
+
 class SamplingWarning(UserWarning):
     """A result that ran but is probably not what the user wanted (few distinct samples, unused budget,
     a full tree). The CLI prints it as one line on stderr; Python shows it through ``warnings``."""

@@ -41,6 +41,8 @@ from ..errors import DiffalignError
 from ..models.lora import adapters_disabled, add_lora, load_lora, save_lora
 from . import checkpoint as ckpt
 from .config import TrainerConfig
+from .offload import HOST, hold_blocks_on_host, on_device
+from .process_watch import ProcessWatch, is_collective_failure, process_group_timeout
 from .seeding import seeded_generator
 from .sharding import full_tensor, gathered, local_tensor, shard_like
 
@@ -76,6 +78,7 @@ class Trainer:
 
     def __init__(self, config: TrainerConfig, output_dir, accelerator=None):
         from accelerate import Accelerator
+        from accelerate.utils import InitProcessGroupKwargs
         from diffusers.training_utils import EMAModel
 
         from .. import rewards
@@ -91,6 +94,7 @@ class Trainer:
             mixed_precision=tc.mixed_precision,
             log_with=None if tc.report_to == "none" else tc.report_to,
             project_dir=str(self.output_dir / "logs"),
+            kwargs_handlers=[InitProcessGroupKwargs(timeout=process_group_timeout(tc.collective_timeout_s))],
         )
         from .sharding import refuse_accelerate_fsdp
 
@@ -133,17 +137,21 @@ class Trainer:
             from .prompt_eval import PromptEvaluator
 
             self.evaluator = PromptEvaluator(self)
-        optimizer = torch.optim.AdamW(
-            self.params, lr=tc.learning_rate, betas=(tc.adam_beta1, tc.adam_beta2), eps=tc.adam_epsilon,
-            weight_decay=tc.weight_decay,
-        )
+        from .optimizers import build_optimizer
+
+        optimizer = build_optimizer(self.params, tc)
         # The LR scheduler stays unprepared: accelerate's wrapper steps it once per process.
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
         self.optimizer = self.accelerator.prepare(optimizer)
         # diffusers ramps the decay as (1 + n) / (10 + n) whatever ema_decay says; min_decay = decay turns
         # the ramp off (its first update still copies the weights, decay 0)
         self.ema = EMAModel(self.params, decay=tc.ema_decay, min_decay=0.0 if tc.ema_warmup else tc.ema_decay) if tc.ema_decay > 0 else None
+        if "reference" in tc.offload and self.reference is not None and not self.sharded:
+            hold_blocks_on_host(self.reference.network, device)  # sharded: FSDP's CPUOffloadPolicy (sharding.py)
+        self._place_offloaded()
         self.step = 0
+        # heartbeats and the launcher check (process_watch.py); None on one process
+        self.watch = ProcessWatch.start_for(self.accelerator, tc.collective_timeout_s, lambda: self.step)
 
     # -- hooks ---------------------------------------------------------------------------------
     def make_micro_batch(self, step: int, index: int, generator: torch.Generator) -> Any:
@@ -249,6 +257,12 @@ class Trainer:
             with adapters_disabled(self.network):
                 yield self.model
 
+    def _place_offloaded(self) -> None:
+        """Put the EMA shadows on the host under ``train.offload: [ema]`` (after construction, and after a
+        resume has written them where the parameters live)."""
+        if "ema" in self.config.train.offload and self.ema is not None:
+            self.ema.to(device=HOST)
+
     def trainable_module(self) -> torch.nn.Module:
         """The module whose trainable parameters checkpoints hold (the denoiser; a method that trains a
         separate network, such as the noisy reward model, returns that network)."""
@@ -291,7 +305,8 @@ class Trainer:
                 self.nonfinite_streak = 0
                 self.optimizer.step()
                 if self.ema is not None:
-                    self.ema.step(self.params)
+                    with on_device(self.ema, self.accelerator.device, "ema" in tc.offload):
+                        self.ema.step(self.params)
                     record("ema_decay", self.ema.cur_decay_value)  # the effective decay, below ema_decay during warm-up
             else:
                 self._skip_nonfinite_update()
@@ -356,7 +371,24 @@ class Trainer:
         return dict(zip(keys, values.tolist()))
 
     def train(self, max_steps: Optional[int] = None) -> dict[str, float]:
-        """Run (or resume) to ``max_steps``; write checkpoints and the final weights. Returns the last metrics."""
+        """Run (or resume) to ``max_steps``; write checkpoints and the final weights. Returns the last metrics.
+        In a multi-process job a failed or timed-out collective becomes a :class:`~diffalign.errors.JobFailure`
+        whose one line names the stalled or dead rank."""
+        if self.watch is not None:
+            self.watch = self.watch.running()
+        try:
+            return self._train(max_steps)
+        except Exception as err:
+            if self.watch is None or not is_collective_failure(err):
+                raise
+            from ..errors import JobFailure
+
+            raise JobFailure(self.watch.failure_line(err)) from None
+        finally:
+            if self.watch is not None:
+                self.watch.stop()
+
+    def _train(self, max_steps: Optional[int]) -> dict[str, float]:
         tc, acc = self.config.train, self.accelerator
         max_steps = max_steps or tc.max_steps
         self.resume()
@@ -370,19 +402,21 @@ class Trainer:
         if self.step == 0 and self.config.data.eval_every:
             self.evaluate()  # the base model's line: what every later evaluation is compared with
         start = time.perf_counter()
-        while self.step < max_steps:
-            metrics = self.train_step()
-            metrics["seconds"] = time.perf_counter() - start
-            if self.step % tc.log_every == 0 or self.step == max_steps:
-                acc.log(metrics, step=self.step)
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in self.progress_keys})
-            if tc.checkpoint_every and self.step % tc.checkpoint_every == 0 and self.step < max_steps:
-                self.save_checkpoint()
-            every = self.config.data.eval_every
-            if every and self.step % every == 0 and self.step < max_steps:
-                self.evaluate()
-        bar.close()
+        try:
+            while self.step < max_steps:
+                metrics = self.train_step()
+                metrics["seconds"] = time.perf_counter() - start
+                if self.step % tc.log_every == 0 or self.step == max_steps:
+                    acc.log(metrics, step=self.step)
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in self.progress_keys})
+                if tc.checkpoint_every and self.step % tc.checkpoint_every == 0 and self.step < max_steps:
+                    self.save_checkpoint()
+                every = self.config.data.eval_every
+                if every and self.step % every == 0 and self.step < max_steps:
+                    self.evaluate()
+        finally:
+            bar.close()  # ends the bar's line, so an error (a failed collective's one line) starts a line of its own
         self.save_checkpoint()
         self.evaluate()
         self.save_final()
@@ -418,18 +452,47 @@ class Trainer:
     def save_checkpoint(self) -> None:
         acc = self.accelerator
         acc.wait_for_everyone()
-        if self.sharded:  # gathered on every process (collectives), written by the main one in the unsharded format
-            trainable, optimizer, ema = self.trainable_state(), self._full_optimizer_state(), self._full_ema()
-        if acc.is_main_process and not any(s == self.step for s, _ in ckpt.list_checkpoints(self.checkpoints_dir)):
-            if not self.sharded:
-                trainable, optimizer, ema = self.trainable_state(), self.optimizer.optimizer.state_dict(), self._full_ema()
+        extra = {"data_position": self.data_position(self.step), "method": self.name, **self._scaler_state()}
+        if self.sharded:  # each process writes its own shards (DCP); nothing is gathered
+            from .sharded_checkpoint import save_sharded_checkpoint
+
+            ema_step = {} if self.ema is None else {"ema_optimization_step": self.ema.optimization_step}
+            save_sharded_checkpoint(self.checkpoints_dir, self.step, tensors=self._checkpoint_tensors(),
+                                    param_groups=self._param_groups(), scheduler=self.lr_scheduler.state_dict(),
+                                    extra={**extra, **ema_step}, keep=self.config.train.keep_checkpoints)
+        elif acc.is_main_process and not any(s == self.step for s, _ in ckpt.list_checkpoints(self.checkpoints_dir)):
             ckpt.save_checkpoint(
-                self.checkpoints_dir, self.step, trainable=trainable,
-                optimizer=optimizer, scheduler=self.lr_scheduler.state_dict(), ema=ema,
-                extra={"data_position": self.data_position(self.step), "method": self.name, **self._scaler_state()},
-                keep=self.config.train.keep_checkpoints,
+                self.checkpoints_dir, self.step, trainable=self.trainable_state(),
+                optimizer=self.optimizer.optimizer.state_dict(), scheduler=self.lr_scheduler.state_dict(), ema=self._full_ema(),
+                extra=extra, keep=self.config.train.keep_checkpoints,
             )
         acc.wait_for_everyone()
+
+    def _checkpoint_tensors(self, saved_names=None) -> dict[str, torch.Tensor]:
+        """The training state as flat names -> this process's tensors (DTensor shards under sharding), what a
+        sharded checkpoint holds: ``trainable/<param>``, ``optimizer/<param>/<state>``, ``ema/<param>``. The
+        tensors share storage with the run's, so reading a checkpoint into them restores the run in place.
+        ``saved_names`` (a checkpoint's tensor names and metadata, on resume) creates the AdamW state a fresh
+        optimizer does not hold yet: zeros shaped like the parameter, or a scalar ``step``."""
+        named = {name: p for name, p in self.trainable_module().named_parameters() if p.requires_grad}
+        name_of = {id(p): name for name, p in named.items()}
+        tensors = {f"trainable/{name}": p.detach() for name, p in named.items()}
+        optimizer = self.optimizer.optimizer
+        for p in self.params:
+            state = optimizer.state[p]
+            prefix = f"optimizer/{name_of[id(p)]}/"
+            for key, meta in (saved_names or {}).items():
+                if key.startswith(prefix) and key[len(prefix):] not in state:
+                    dtype = meta.properties.dtype
+                    state[key[len(prefix):]] = (torch.zeros((), dtype=dtype) if len(meta.size) == 0
+                                                else torch.zeros_like(p.detach(), dtype=dtype))
+            tensors.update({prefix + key: value for key, value in state.items() if torch.is_tensor(value)})
+        if self.ema is not None:
+            tensors.update({f"ema/{name_of[id(p)]}": shadow for p, shadow in zip(self.params, self.ema.shadow_params)})
+        return tensors
+
+    def _param_groups(self) -> list[dict]:
+        return [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.optimizer.param_groups]
 
     def _full_ema(self):
         if self.ema is None:
@@ -438,15 +501,8 @@ class Trainer:
         ema["optimization_step"] = torch.tensor([self.ema.optimization_step], dtype=torch.int64)
         return ema
 
-    def _full_optimizer_state(self) -> dict:
-        """AdamW's state with every DTensor shard gathered: the same format as an unsharded run's, so a
-        checkpoint resumes onto any number of processes, sharded or not."""
-        state = self.optimizer.optimizer.state_dict()
-        state["state"] = {i: {k: gathered(v) for k, v in s.items()} for i, s in sorted(state["state"].items())}
-        return state
-
     def _shard_optimizer_state(self, state: dict) -> dict:
-        """The inverse of :meth:`_full_optimizer_state` for this run's parameters (a no-op unsharded)."""
+        """An unsharded checkpoint's AdamW state cut into this run's shards (a no-op unsharded)."""
         if not self.sharded:
             return state
         state = dict(state)
@@ -469,34 +525,70 @@ class Trainer:
         found = ckpt.list_checkpoints(self.checkpoints_dir)
         if not found:
             return False
-        state = ckpt.load_checkpoint(found[-1][1])
+        from .sharded_checkpoint import is_sharded_checkpoint, load_sharded_checkpoint
+
+        sharded = is_sharded_checkpoint(found[-1][1])
+        state = load_sharded_checkpoint(found[-1][1]) if sharded else ckpt.load_checkpoint(found[-1][1])
         recorded = state["extra"].get("data_position")
         if recorded is not None and recorded != self.data_position(state["step"]):
             raise DiffalignError(
                 f"checkpoint {found[-1][1]} is at data position {recorded} after step {state['step']}, this run would be at "
                 f"{self.data_position(state['step'])}: keep train.gradient_accumulation_steps x processes as the run had it")
-        named = {name: p for name, p in self.trainable_module().named_parameters() if p.requires_grad}
-        if set(named) != set(state["trainable"]):
-            raise DiffalignError(f"checkpoint {found[-1][1]} does not match this model's trainable parameters")
-        with torch.no_grad():
-            for name, p in named.items():
-                p.copy_(shard_like(state["trainable"][name], p))
+        if sharded:
+            self._read_sharded_state(state)
+        else:
+            self._load_unsharded_state(state)
         try:
-            self.optimizer.optimizer.load_state_dict(self._shard_optimizer_state(state["optimizer"]))
             self.lr_scheduler.load_state_dict(state["scheduler"])
         except (KeyError, ValueError, TypeError, RuntimeError) as err:
-            raise DiffalignError(f"checkpoint {found[-1][1]} holds an optimizer or scheduler state this run cannot use "
+            raise DiffalignError(f"checkpoint {found[-1][1]} holds a scheduler state this run cannot use "
                                  f"({type(err).__name__}); delete it to resume from the previous checkpoint") from None
-        if self.ema is not None and state["ema"] is not None:
-            ema = state["ema"]
-            self.ema.shadow_params = [shard_like(ema[str(i)], p) for i, p in enumerate(self.params)]
-            self.ema.optimization_step = int(ema["optimization_step"][0])
         scaler = getattr(self.accelerator, "scaler", None)
         if scaler is not None and state["extra"].get("grad_scaler"):
             scaler.load_state_dict(state["extra"]["grad_scaler"])
         ckpt.restore_rng(state["rng"], state["python_rng"], state["directory"])
         self.step = state["step"]
+        self._place_offloaded()
         return True
+
+    def _load_unsharded_state(self, state: dict) -> None:
+        """Weights, AdamW and EMA from an unsharded checkpoint, cut into this run's shards when sharded."""
+        named = {name: p for name, p in self.trainable_module().named_parameters() if p.requires_grad}
+        if set(named) != set(state["trainable"]):
+            raise DiffalignError(f"checkpoint {state['directory']} does not match this model's trainable parameters")
+        with torch.no_grad():
+            for name, p in named.items():
+                p.copy_(shard_like(state["trainable"][name], p))
+        try:
+            self.optimizer.optimizer.load_state_dict(self._shard_optimizer_state(state["optimizer"]))
+        except (KeyError, ValueError, TypeError, RuntimeError) as err:
+            raise DiffalignError(f"checkpoint {state['directory']} holds an optimizer state this run cannot use "
+                                 f"({type(err).__name__}); delete it to resume from the previous checkpoint") from None
+        if self.ema is not None and state["ema"] is not None:
+            ema = state["ema"]
+            self.ema.shadow_params = [shard_like(ema[str(i)], p) for i, p in enumerate(self.params)]
+            self.ema.optimization_step = int(ema["optimization_step"][0])
+
+    def _read_sharded_state(self, state: dict) -> None:
+        """Weights, AdamW and EMA from a sharded (DCP) checkpoint, written by any number of processes, read
+        in place into this run's tensors (shards, or whole tensors when unsharded)."""
+        import torch.distributed.checkpoint as dcp
+
+        from .sharded_checkpoint import SHARDS, read_sharded_tensors
+
+        saved = dcp.FileSystemReader(str(state["directory"] / SHARDS)).read_metadata().state_dict_metadata
+        tensors = self._checkpoint_tensors(saved_names=saved)
+        if not any(k.startswith("ema/") for k in saved):  # EMA switched on at resume starts from the weights
+            tensors = {k: v for k, v in tensors.items() if not k.startswith("ema/")}
+        expected = {k for k in saved if self.ema is not None or not k.startswith("ema/")}  # EMA switched off: ignored
+        if set(tensors) != expected:
+            raise DiffalignError(f"checkpoint {state['directory']} does not match this model's trainable parameters")
+        with torch.no_grad():
+            read_sharded_tensors(state["directory"], tensors)
+        for group, saved_group in zip(self.optimizer.optimizer.param_groups, state["extra"]["param_groups"]):
+            group.update({k: tuple(v) if isinstance(v, list) else v for k, v in saved_group.items()})
+        if self.ema is not None and "ema_optimization_step" in state["extra"]:
+            self.ema.optimization_step = int(state["extra"]["ema_optimization_step"])
 
     def _scaler_state(self) -> dict:
         """fp16's GradScaler (loss scale and growth tracker): without it a resumed fp16 run restarts at

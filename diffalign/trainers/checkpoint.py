@@ -9,6 +9,10 @@
 * ``state.json`` -- step, data position, LR-scheduler and Python RNG state, and the SHA-256 of every
   file above.
 
+Under ``train.sharding: fsdp`` on several processes the checkpoint is sharded instead
+(:mod:`.sharded_checkpoint`: DCP shard files, ``"format": "dcp"`` in state.json); the checks below
+cover both.
+
 The directory is built under a temporary name and renamed into place, so a SIGKILL leaves either a
 complete checkpoint or none. Loading verifies each file's checksum: a corrupt or truncated file is a
 one-line error naming it, never silently used.
@@ -34,6 +38,8 @@ from ..errors import DiffalignError
 STATE_FILE = "state.json"
 STATE_HASH = "state_sha256"
 _FILE_NAME = re.compile(r"[a-z_]+\.safetensors")
+#: the files of a sharded (DCP) checkpoint besides rng.safetensors: each rank's shards and DCP's index
+_SHARD_FILE = re.compile(r"shards/(__\d+_\d+\.distcp|\.metadata)")
 PATTERN = re.compile(r"^step-(\d+)$")
 
 
@@ -76,6 +82,13 @@ def _save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: Option
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    # safetensors refuses tensors that share storage (bitsandbytes' quantisation maps are one tensor shared by
+    # every parameter's state): the repeats are written as copies
+    seen = set()
+    for key, value in tensors.items():
+        if value.numel() and value.data_ptr() in seen:
+            tensors[key] = value.clone()
+        seen.add(value.data_ptr())
     save_file(tensors, str(path), metadata={k: json.dumps(v) for k, v in (metadata or {}).items()})
     with open(path, "rb") as f:
         os.fsync(f.fileno())
@@ -91,9 +104,18 @@ def _load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 # -- optimizer state <-> flat tensors ------------------------------------------------------------
 def optimizer_tensors(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """An optimizer state dict as flat tensors ``<param index>.<name>`` and JSON metadata (param groups and
+    non-tensor values). A nested dict of state (bitsandbytes keeps its 8-bit moments and their quantisation
+    maps under ``__bnb_optimizer_quant_state__``) is flattened one level: ``<index>.<name>/<key>``."""
     tensors, scalars = {}, {}
     for index, per_param in state_dict["state"].items():
+        flat = {}
         for name, value in per_param.items():
+            if isinstance(value, dict):
+                flat.update({f"{name}/{key}": inner for key, inner in value.items()})
+            else:
+                flat[name] = value
+        for name, value in flat.items():
             if torch.is_tensor(value):
                 tensors[f"{index}.{name}"] = value
             else:
@@ -105,7 +127,11 @@ def optimizer_state_dict(tensors: dict[str, torch.Tensor], metadata: dict) -> di
     state: dict[int, dict] = {}
     for key, value in list(tensors.items()) + list(metadata["scalars"].items()):
         index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
+        if "/" in name:
+            outer, inner = name.split("/", 1)
+            state.setdefault(int(index), {}).setdefault(outer, {})[inner] = value
+        else:
+            state.setdefault(int(index), {})[name] = value
     return {"state": state, "param_groups": metadata["param_groups"]}
 
 
@@ -175,13 +201,18 @@ def save_checkpoint(root: Path, step: int, *, trainable: dict[str, torch.Tensor]
         }
         state[STATE_HASH] = _state_hash(state)
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
+    prune_checkpoints(root, keep)
+    return target
+
+
+def prune_checkpoints(root: Path, keep: int) -> None:
+    """Delete all but the ``keep`` most recent checkpoints."""
     for _, old in list_checkpoints(root)[:-keep]:
         # rename first (atomic): a kill during rmtree leaves a hidden .step-* directory, which the
         # next run deletes, never a half-deleted step-* that still looks complete
         doomed = old.with_name(f".{old.name}.pruned-{os.getpid()}")
         os.replace(old, doomed)
         shutil.rmtree(doomed, ignore_errors=True)
-    return target
 
 
 def _state_hash(state: dict) -> str:
@@ -219,13 +250,20 @@ def _check_state(state, directory: Path, state_path: Path) -> None:
     checksums = state["sha256"]
     if not isinstance(checksums, dict) or not all(isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) for v in checksums.values()):
         raise bad("sha256 must map file names to SHA-256 digests")
-    outside = [name for name in checksums if not (isinstance(name, str) and _FILE_NAME.fullmatch(name))]
+    sharded = state.get("format") == "dcp"
+    if state.get("format", "safetensors") not in ("safetensors", "dcp"):
+        raise bad(f"format {state.get('format')!r} is not one of safetensors, dcp")
+    outside = [name for name in checksums if not (isinstance(name, str) and (
+        _FILE_NAME.fullmatch(name) or (sharded and _SHARD_FILE.fullmatch(name))))]
     if outside:
         raise bad(f"file name {outside[0]!r} is not a plain checkpoint file name (a path outside the checkpoint?)")
-    required = {"trainable.safetensors", "optimizer.safetensors", "rng.safetensors"}
+    required = ({"rng.safetensors", "shards/.metadata"} if sharded
+                else {"trainable.safetensors", "optimizer.safetensors", "rng.safetensors"})
     if not required <= set(checksums):
         raise bad(f"its file list lacks {sorted(required - set(checksums))[0]}")
     present = {child.name for child in directory.iterdir()} - {STATE_FILE}
+    if sharded and (directory / "shards").is_dir():
+        present = (present - {"shards"}) | {f"shards/{child.name}" for child in (directory / "shards").iterdir()}
     if present != set(checksums):
         extra = sorted(present - set(checksums))
         raise bad(f"the directory holds {extra[0]!r}, which its file list does not name" if extra
@@ -246,6 +284,8 @@ def load_checkpoint(directory: Path) -> dict:
     except (OSError, ValueError) as err:
         raise DiffalignError(f"corrupt checkpoint file {state_path} ({type(err).__name__}); delete {directory} to resume from the previous checkpoint") from None
     _check_state(state, directory, state_path)
+    if state.get("format") == "dcp":
+        raise DiffalignError(f"checkpoint {directory} is sharded (DCP); it is read by sharded_checkpoint.load_sharded_checkpoint")
     parts = {}
     for name, expected in state["sha256"].items():
         path = directory / name

@@ -101,7 +101,10 @@ def run_train(args) -> None:
 
     from .base import no_accelerator
 
-    state = PartialState(cpu=no_accelerator())
+    from .process_watch import process_group_timeout
+
+    # the process group is created here, so its collective timeout is set here (the trainer's Accelerator reuses it)
+    state = PartialState(cpu=no_accelerator(), timeout=process_group_timeout(config.train.collective_timeout_s))
     lock = None
     if state.is_main_process:
         if directory.exists() and not directory.is_dir():
@@ -140,7 +143,7 @@ def plan_text(config, processes=None, device_memory_gb=None) -> str:
     rows = plan_table(network, latent, tokens, lora_rank=mc.lora_rank, lora_target_modules=mc.lora_target_modules,
                       needs_reference=_needs_reference(config), ema=tc.ema_decay > 0,
                       mixed_precision=tc.mixed_precision, gradient_checkpointing=mc.gradient_checkpointing,
-                      processes=processes, device_bytes=device)
+                      processes=processes, device_bytes=device, offload=tuple(tc.offload), optimizer_kind=tc.optimizer)
     mine = ("full" if mc.full_finetune else "LoRA") + (", fsdp" if tc.sharding == "fsdp" else "")
     notes = [
         f"  * this config. A row = one sample of {what} in one forward pass with gradient;",
@@ -149,6 +152,12 @@ def plan_text(config, processes=None, device_memory_gb=None) -> str:
         "    fsdp divides weights, grads, AdamW moments, reference and EMA by P (dim 0, padded); 'gathered' is FSDP's",
         "    transient (root parameters + 2 blocks); activations are never divided. Planned, not measured: see the README's Scaling out section.",
     ]
+    if tc.optimizer == "adamw8bit":
+        notes.append("    train.optimizer adamw8bit: 'adamw' holds bitsandbytes' 8-bit moments in the unsharded rows; the fsdp rows "
+                     "show torch's AdamW (8-bit AdamW does not take FSDP's shards).")
+    if tc.offload:
+        notes.append(f"    train.offload {list(tc.offload)}: 'host' is held in CPU memory per process, not on the device; 'static' adds the "
+                     "offloaded reference's visit (root + 1 block, unsharded) and 'max rows' checks the EMA's visit after backward.")
     return format_table(f"memory plan: {config.method} on {mc.name} (mixed precision {tc.mixed_precision})", rows,
                         processes, device, marked=mine) + "\n" + "\n".join(notes)
 

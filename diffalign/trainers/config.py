@@ -22,6 +22,10 @@ from typing import Any, Literal, Optional
 from ..errors import DiffalignError
 
 
+#: what ``train.offload`` may name (offload.py; here so that validation stays free of torch)
+OFFLOADABLE = ("reference", "ema")
+
+
 def option(default, help: str, **kwargs):
     """A dataclass field with its help text."""
     if isinstance(default, (list, dict)):
@@ -89,6 +93,15 @@ class TrainingConfig:
     sharding: Literal["none", "fsdp"] = option("none", "none: every process holds the whole model; fsdp: FSDP2 shards the denoiser's "
                                                        "weights, gradients and AdamW moments across processes, one unit per block "
                                                        "(torchrun or accelerate launch; see the README's Scaling out section and 'diffalign train CONFIG --plan')")
+    optimizer: Literal["adamw", "adamw8bit"] = option("adamw", "adamw: torch.optim.AdamW (fp32 moments, 8 bytes per trained "
+                                                      "parameter); adamw8bit: bitsandbytes' AdamW8bit (block-wise 8-bit moments, about 2 "
+                                                      "bytes; pip install 'diffalign[bnb]'; CUDA or CPU; not with sharding: fsdp)")
+    offload: list = option([], "keep these on the host (CPU) between uses instead of on the accelerator: 'reference' (the "
+                                "frozen copy of full fine-tuning), 'ema' (the EMA shadows); see 'diffalign train CONFIG --plan'")
+    collective_timeout_s: float = option(600.0, "seconds any collective of a multi-process job may wait before the job "
+                                                "fails with one line naming the stalled or dead rank (accelerate's own default: "
+                                                "1,800 s); a phase only the main process runs (writing final/ or an unsharded "
+                                                "checkpoint of a large model, evaluation) must finish within it")
     max_nonfinite_updates: int = option(3, "an update whose loss or gradient is NaN/inf is skipped and logged; this many in a "
                                            "row stop the run, keeping the last good checkpoint")
 
@@ -128,6 +141,13 @@ class TrainerConfig:
         require(0 <= t.adam_beta1 < 1, "train.adam_beta1", t.adam_beta1, "in [0, 1)")
         require(0 <= t.adam_beta2 < 1, "train.adam_beta2", t.adam_beta2, "in [0, 1)")
         require(t.adam_epsilon > 0, "train.adam_epsilon", t.adam_epsilon, "> 0")
+        for name in t.offload if isinstance(t.offload, list) else [t.offload]:
+            if name not in OFFLOADABLE:
+                raise DiffalignError(f"config key 'train.offload' holds {name!r}; valid choices: {', '.join(OFFLOADABLE)}")
+        if t.optimizer == "adamw8bit" and t.sharding == "fsdp":
+            raise DiffalignError("config keys 'train.optimizer: adamw8bit' and 'train.sharding: fsdp' exclude each other "
+                                 "(bitsandbytes' kernels take whole tensors, not FSDP's shards); valid with fsdp: adamw")
+        require(t.collective_timeout_s > 0, "train.collective_timeout_s", t.collective_timeout_s, "> 0")
         require(t.max_nonfinite_updates >= 1, "train.max_nonfinite_updates", t.max_nonfinite_updates, ">= 1")
         # a torch-free first bound (the trainer checks the rank against the model's layers too)
         require(self.model.lora_rank <= MAX_LORA_RANK, "model.lora_rank", self.model.lora_rank, f"<= {MAX_LORA_RANK}")

@@ -166,16 +166,25 @@ class MemoryPlan:
     total_params: int
     trainable_params: int
     details: dict = field(default_factory=dict)
+    host: int = 0  # train.offload: reference and EMA bytes held on the host instead (not on the device)
+    reference_visit: int = 0  # transient: an offloaded unsharded reference's root parameters + its largest block
+    ema_visit: int = 0  # transient after the backward pass (no activations held): offloaded EMA shadows visiting
 
     @property
     def static(self) -> int:
-        """Everything held for the whole run, plus the transients at their peak."""
-        return self.weights + self.gradients + self.optimizer + self.reference + self.ema + self.gathered + self.autocast_cache
+        """Everything held for the whole run, plus the transients at their peak while activations are held."""
+        return (self.weights + self.gradients + self.optimizer + self.reference + self.ema + self.gathered
+                + self.autocast_cache + self.reference_visit)
 
 
 def plan_memory(params: list[Param], *, full_finetune: bool, needs_reference: bool, ema: bool,
-                mixed_precision: str = "no", sharded: bool = False, processes: int = 1) -> MemoryPlan:
-    """The bytes per process of :class:`MemoryPlan` for ``params`` (see the module docstring)."""
+                mixed_precision: str = "no", sharded: bool = False, processes: int = 1, offload=(),
+                optimizer_kind: str = "adamw") -> MemoryPlan:
+    """The bytes per process of :class:`MemoryPlan` for ``params`` (see the module docstring). ``offload``
+    (train.offload) moves the reference's and the EMA's bytes to ``host``; an unsharded offloaded reference
+    visits the device one block at a time (plus its root parameters) while the policy's activations are
+    held, the EMA whole after the backward pass (offload.py). ``optimizer_kind`` ``adamw8bit`` (unsharded only):
+    bitsandbytes' 8-bit moments (optimizers.py)."""
     p = processes if sharded else 1
     half = mixed_precision in ("bf16", "fp16")
 
@@ -187,6 +196,10 @@ def plan_memory(params: list[Param], *, full_finetune: bool, needs_reference: bo
     weights = FP32 * size(params)
     gradients = FP32 * size(trainable)
     optimizer = 2 * FP32 * size(trainable) + FP32 * len(trainable)
+    if optimizer_kind == "adamw8bit" and not sharded:  # refused with fsdp (config.py)
+        from .optimizers import optimizer_state_bytes
+
+        optimizer = optimizer_state_bytes([x.shape for x in trainable], optimizer_kind)
     reference = FP32 * size(frozen_net) if (full_finetune and needs_reference) else 0
     ema_bytes = FP32 * size(trainable) if ema else 0
     gathered = 0
@@ -201,8 +214,20 @@ def plan_memory(params: list[Param], *, full_finetune: bool, needs_reference: bo
         gathered = (HALF if half else FP32) * (root + sum(largest))
     # sharded runs compute in FSDP's param_dtype instead, so autocast has no fp32 weight to cast and cache
     autocast_cache = HALF * sum(x.numel for x in trainable) if half and not sharded else 0
+    host = reference_visit = ema_visit = 0
+    if "reference" in offload and reference:
+        host, reference = host + reference, 0
+        if not sharded:  # sharded: FSDP copies one unit's shard at a time before its all-gather ('gathered')
+            per_block: dict = {}
+            for x in frozen_net:
+                if x.block is not None:
+                    per_block[x.block] = per_block.get(x.block, 0) + x.numel
+            reference_visit = FP32 * (sum(x.numel for x in frozen_net if x.block is None) + max(per_block.values(), default=0))
+    if "ema" in offload and ema_bytes:
+        host, ema_visit, ema_bytes = host + ema_bytes, ema_bytes, 0
     return MemoryPlan(weights, gradients, optimizer, reference, ema_bytes, gathered, autocast_cache,
-                      total_params=sum(x.numel for x in params), trainable_params=sum(x.numel for x in trainable))
+                      total_params=sum(x.numel for x in params), trainable_params=sum(x.numel for x in trainable),
+                      host=host, reference_visit=reference_visit, ema_visit=ema_visit)
 
 
 def largest_micro_batch(device_bytes: int, static_bytes: int, activation_bytes_per_row: int, reserve: float = 0.1) -> int:
@@ -358,7 +383,8 @@ class Option:
 
 def plan_table(network: nn.Module, latent: tuple, text_tokens: int, *, lora_rank: int, lora_target_modules: list,
                needs_reference: bool, ema: bool, mixed_precision: str, gradient_checkpointing: bool,
-               processes: int, device_bytes: int, options: Optional[list[Option]] = None) -> list[tuple[Option, MemoryPlan, int, int]]:
+               processes: int, device_bytes: int, options: Optional[list[Option]] = None, offload=(),
+               optimizer_kind: str = "adamw") -> list[tuple[Option, MemoryPlan, int, int]]:
     """For each option (LoRA / full, unsharded / sharded): its plan, the activations per row and the
     largest micro-batch (rows) in ``device_bytes``."""
     options = options or [Option("LoRA", False, False), Option("LoRA, fsdp", False, True),
@@ -373,8 +399,12 @@ def plan_table(network: nn.Module, latent: tuple, text_tokens: int, *, lora_rank
         params = network_params(network, full_finetune=opt.full_finetune, lora_rank=lora_rank,
                                 lora_target_modules=lora_target_modules)
         plan = plan_memory(params, full_finetune=opt.full_finetune, needs_reference=needs_reference, ema=ema,
-                           mixed_precision=mixed_precision, sharded=opt.sharded, processes=processes)
-        rows.append((opt, plan, per_row, largest_micro_batch(device_bytes, plan.static, per_row)))
+                           mixed_precision=mixed_precision, sharded=opt.sharded, processes=processes, offload=offload,
+                           optimizer_kind=optimizer_kind)
+        fit = largest_micro_batch(device_bytes, plan.static, per_row)
+        if plan.ema_visit and plan.static - plan.reference_visit + plan.ema_visit > (1 - 0.1) * device_bytes:
+            fit = 0  # the offloaded EMA's visit after the backward pass does not fit
+        rows.append((opt, plan, per_row, fit))
     return rows
 
 
@@ -387,14 +417,15 @@ def format_table(title: str, rows, processes: int, device_bytes: int, marked: Op
     def u(n):
         return f"{n / scale:.2f}"
 
+    offloaded = any(plan.host for _, plan, _, _ in rows)
     head = (f"  {'option':<12} {'weights':>8} {'grads':>8} {'adamw':>8} {'ref':>8} {'ema':>8} {'gathered':>9} "
-            f"{'autocast':>9} {'static':>8} {'act/row':>8} {'max rows':>9}")
+            f"{'autocast':>9} {'static':>8} {'act/row':>8} {'max rows':>9}" + (f" {'host':>8}" if offloaded else ""))
     lines = [title, f"bytes per process in {unit}; {processes} process(es); device memory {device_bytes / 2**30:.1f} GiB", head]
     for opt, plan, per_row, fit in rows:
         flag = "*" if opt.label == marked else " "
         lines.append(f"{flag} {opt.label:<12} {u(plan.weights):>8} {u(plan.gradients):>8} {u(plan.optimizer):>8} "
                      f"{u(plan.reference):>8} {u(plan.ema):>8} {u(plan.gathered):>9} {u(plan.autocast_cache):>9} "
-                     f"{u(plan.static):>8} {per_row / scale:>8.3f} {fit:>9}")
+                     f"{u(plan.static):>8} {per_row / scale:>8.3f} {fit:>9}" + (f" {u(plan.host):>8}" if offloaded else ""))
     p = rows[0][1]
     full = next((plan for opt, plan, _, _ in rows if opt.full_finetune), p)
     lines.append(f"parameters: {full.total_params:,} in the network; LoRA trains {p.trainable_params:,}")

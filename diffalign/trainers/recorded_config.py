@@ -14,10 +14,11 @@ from .configs import config_class
 from .run_dir import CONFIG_FILE
 
 RESUMABLE_CHANGES = {"train.max_steps", "train.checkpoint_every", "train.log_every", "train.keep_checkpoints", "train.report_to"}
-# A checkpoint holds full (gathered) state in one format, so a run may resume sharded or not and on another
-# number of processes; the data stay the same when gradient_accumulation_steps x processes does, which
-# Trainer.resume checks against the checkpoint's data position.
-RESUMABLE_CHANGES |= {"train.sharding", "train.gradient_accumulation_steps"}
+# Either checkpoint format (unsharded, or DCP shards) loads onto any number of processes, sharded or not; the
+# data stay the same when gradient_accumulation_steps x processes does, which Trainer.resume checks against the
+# checkpoint's data position. Where the reference and EMA wait (train.offload) and how long a collective may
+# wait change no number.
+RESUMABLE_CHANGES |= {"train.sharding", "train.gradient_accumulation_steps", "train.offload", "train.collective_timeout_s"}
 
 
 def _flatten(node: dict, prefix: str = "") -> dict:

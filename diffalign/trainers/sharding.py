@@ -82,20 +82,23 @@ def refuse_accelerate_fsdp(accelerator=None) -> None:
                              "without it and set train.sharding=fsdp (FSDP2, one unit per block; the README's Scaling out section)")
 
 
-def shard_network(network: nn.Module, mesh, mixed_precision: str) -> None:
+def shard_network(network: nn.Module, mesh, mixed_precision: str, offload: bool = False) -> None:
     """``fully_shard`` every block, then the network (its root parameters: embeddings, final layer).
     Under bf16/fp16 the gathered parameters and the computation use that dtype and gradients are
-    reduced in fp32 (``MixedPrecisionPolicy``); the sharded master weights stay fp32."""
+    reduced in fp32 (``MixedPrecisionPolicy``); the sharded master weights stay fp32. ``offload``: the
+    shards live on the host and FSDP copies each unit's to the device for its all-gather
+    (``CPUOffloadPolicy``; the frozen reference under ``train.offload: [reference]``)."""
     import torch
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
     policy = MixedPrecisionPolicy()
     if mixed_precision in ("bf16", "fp16"):
         policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if mixed_precision == "bf16" else torch.float16,
                                       reduce_dtype=torch.float32)
+    where = CPUOffloadPolicy(pin_memory=torch.cuda.is_available()) if offload else OffloadPolicy()
     for _, block in block_modules(network):
-        fully_shard(block, mesh=mesh, mp_policy=policy)
-    fully_shard(network, mesh=mesh, mp_policy=policy)
+        fully_shard(block, mesh=mesh, mp_policy=policy, offload_policy=where)
+    fully_shard(network, mesh=mesh, mp_policy=policy, offload_policy=where)
 
 
 def shard_trainer(trainer) -> list:
@@ -115,7 +118,7 @@ def shard_trainer(trainer) -> list:
     precision = trainer.config.train.mixed_precision
     shard_network(trainer.network, mesh, precision)
     if trainer.reference is not None:
-        shard_network(trainer.reference.network, mesh, precision)
+        shard_network(trainer.reference.network, mesh, precision, offload="reference" in trainer.config.train.offload)
     named = dict(trainer.model.named_parameters())
     return [named[name] for name in names]
 

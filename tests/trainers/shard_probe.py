@@ -27,6 +27,12 @@ def main(config_path: str, out: str) -> None:
         "optimizer_local": sum(local_tensor(t).numel() for t in state),
         "optimizer_global": sum(t.numel() for t in state),
     }
+    if trainer.reference is not None:  # the offload policy FSDP applies to the reference's units (train.offload)
+        from diffalign.trainers.sharding import block_modules
+
+        units = [block for _, block in block_modules(trainer.reference.network)] + [trainer.reference.network]
+        report["reference_offload"] = sorted({type(u._get_fsdp_state()._fsdp_param_group.offload_policy).__name__ for u in units})
+        report["reference_on_host"] = all(local_tensor(p).device.type == "cpu" for p in trainer.reference.network.parameters())
     index = trainer.my_micro_batches()[0]
     loss, _ = trainer.compute_loss(trainer.make_micro_batch(1, index, seeded_generator(0, 1, index)), 0)
     loss.backward()  # FSDP reduce-scatters: each process holds its shard of the averaged gradient
@@ -34,11 +40,11 @@ def main(config_path: str, out: str) -> None:
     report["grad_norm_gathered"] = float(full.double().norm())
     report["grad_norm_clip"] = float(full_tensor(trainer.accelerator.clip_grad_norm_(trainer.params, 1e9)))  # what the step logs
     trainer.optimizer.zero_grad(set_to_none=True)
-    trainer.save_checkpoint()  # gathered from the shards, written by rank 0
+    trainer.save_checkpoint()  # sharded (DCP): each process writes its own shards
     trainer.train_step()
     straight = trainer.trainable_state()
     ema = [local_tensor(t).clone() for t in trainer.ema.shadow_params] if trainer.ema is not None else []
-    assert trainer.resume() and trainer.step == 1  # back to the checkpoint: weights, AdamW, EMA cut into shards again
+    assert trainer.resume() and trainer.step == 1  # back to the checkpoint: weights, AdamW, EMA read into the shards
     trainer.train_step()
     resumed = trainer.trainable_state()
     report["resume_bit_exact"] = (bool(straight) and straight.keys() == resumed.keys()

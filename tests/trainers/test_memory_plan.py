@@ -151,3 +151,40 @@ def test_plan_cli_prints_the_plan_and_refuses_bad_input(tmp_path, capsys, monkey
     assert "go with --plan" in capsys.readouterr().err
     assert main(["train", config, "--plan", "model.name=flux.1-dev", "--device-memory", "80"]) == 0  # published: meta only
     assert "11,901,408,320" in capsys.readouterr().out
+
+
+def test_plan_of_train_offload_counts_what_the_trainer_leaves_on_the_device_and_the_host(tiny_config, tmp_path):
+    """train.offload [reference, ema]: the plan's host bytes are the offloaded reference and EMA of the trainer,
+    and its reference visit is what the trainer keeps resident (root parameters) plus its largest block."""
+    from diffalign.trainers.sharding import block_modules
+
+    config = tiny_config("flow_dpo", model={"full_finetune": True}, train={"ema_decay": 0.9, "offload": ["reference", "ema"]})
+    trainer = get_trainer("flow_dpo")(config, tmp_path)
+    ref = trainer.reference.network
+    planned = network_params(architecture_of("digits-flow")[0], full_finetune=True)
+    kept = plan_memory(planned, full_finetune=True, needs_reference=True, ema=True)
+    plan = plan_memory(planned, full_finetune=True, needs_reference=True, ema=True, offload=("reference", "ema"))
+    assert plan.reference == plan.ema == 0 and plan.ema_visit == kept.ema == _bytes(trainer.ema.shadow_params)
+    assert plan.host == kept.reference + kept.ema == _bytes(ref.parameters()) + _bytes(trainer.ema.shadow_params)
+    blocks = [block for _, block in block_modules(ref)]
+    in_blocks = {id(p) for block in blocks for p in block.parameters()}
+    resident = _bytes(p for p in ref.parameters() if id(p) not in in_blocks)  # the hooks never move these
+    assert plan.reference_visit == resident + max(_bytes(block.parameters()) for block in blocks)
+    assert plan.static == kept.static - kept.reference - kept.ema + plan.reference_visit
+
+
+def test_plan_of_8bit_adamw_equals_the_bytes_of_bitsandbytes_state(tiny_config, tmp_path):
+    """train.optimizer adamw8bit (bitsandbytes): the plan's optimizer bytes are those of the state tensors the
+    trainer's AdamW8bit holds after a step (uint8 moments, absmax and maps on large tensors, fp32 on small)."""
+    pytest.importorskip("bitsandbytes")
+    config = tiny_config("rwr", model={"full_finetune": True}, train={"optimizer": "adamw8bit", "max_steps": 1})
+    trainer = get_trainer("rwr")(config, tmp_path)
+    trainer.train_step()
+    distinct = {t.data_ptr(): t for s in trainer.optimizer.optimizer.state.values() for t in s.values() if torch.is_tensor(t)}
+    state = list(distinct.values())  # the quantisation maps are one tensor shared by every parameter's state
+    assert any(t.dtype == torch.uint8 for t in state)  # 8-bit moments on the large tensors
+    planned = network_params(architecture_of("digits-flow")[0], full_finetune=True)
+    plan = plan_memory(planned, full_finetune=True, needs_reference=False, ema=False, optimizer_kind="adamw8bit")
+    adamw = plan_memory(planned, full_finetune=True, needs_reference=False, ema=False)
+    assert plan.optimizer == _bytes(state)
+    assert plan.optimizer < 0.4 * adamw.optimizer

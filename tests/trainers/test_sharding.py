@@ -112,12 +112,14 @@ def test_resume_refuses_a_changed_number_of_micro_batches_per_step(tiny_config, 
 @pytest.mark.slow
 @pytest.mark.parametrize("full", [True], ids=["full"])  # full FT: every weight trains (LoRA's shards: the equivalence test)
 def test_each_process_holds_half_of_the_trainable_weights_and_optimizer_state(tmp_path, full):
-    """Flow-DPO, full FT (reference copy sharded too), gradient checkpointing, EMA, 2 processes."""
+    """Flow-DPO, full FT (reference copy sharded too, its shards offloaded to the host), gradient checkpointing,
+    EMA (offloaded), 2 processes."""
     out = tmp_path / "probe"
     out.mkdir()
     config = tmp_path / "probe.yaml"
     config.write_text(yaml.safe_dump(tiny_raw("flow_dpo", model={"full_finetune": full, "gradient_checkpointing": True},
-                                              train={"gradient_accumulation_steps": 1, "sharding": "fsdp", "ema_decay": 0.9})))
+                                              train={"gradient_accumulation_steps": 1, "sharding": "fsdp", "ema_decay": 0.9,
+                                                     "offload": ["reference", "ema"]})))
     done = _torchrun(str(Path(__file__).with_name("shard_probe.py")), str(config), str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     reports = [json.loads((out / f"rank-{r}.json").read_text()) for r in (0, 1)]
@@ -137,7 +139,9 @@ def test_each_process_holds_half_of_the_trainable_weights_and_optimizer_state(tm
     # the clipping norm is the whole gradient's (one shard's would be ~30% smaller); 1e-4: fp32 sums in another order
     for r in reports:
         assert r["grad_norm_clip"] == pytest.approx(r["grad_norm_gathered"], rel=1e-4) and r["grad_norm_gathered"] > 0
-    # a checkpoint gathered from the shards and cut into shards again resumes bit for bit (weights, AdamW, EMA)
+    # train.offload: FSDP holds the reference's shards on the host (CPUOffloadPolicy), every unit
+    assert all(r["reference_offload"] == ["CPUOffloadPolicy"] and r["reference_on_host"] for r in reports), reports
+    # a sharded (DCP) checkpoint read back into the shards resumes bit for bit (weights, AdamW, EMA)
     assert reports[0]["resume_bit_exact"] and all(r["ema_bit_exact"] for r in reports), reports  # rank 0 gathers the weights
 
 
