@@ -58,6 +58,8 @@ def main() -> None:
     p.add_argument("--per-category", type=int, default=None, help="test prompts per category (default 16; quick 2)")
     p.add_argument("--nfe", type=int, default=None, help="NFE budget per prompt (default 160; quick 80)")
     p.add_argument("--sweep-per-category", type=int, default=None, help="train prompts per category in the sweep")
+    p.add_argument("--methods", nargs="+", choices=inference.METHODS, default=list(inference.METHODS),
+                   help="a subset (its results go to their own file, named after the methods and the budget)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     common.setup(args)
@@ -71,13 +73,16 @@ def main() -> None:
     verifier = da.rewards.get("shapes-verifier")
 
     train_rows = per_category(load_prompts("train"), sweep_per_cat, spread=True)
-    (scale, clip), scored, sweep_seconds = sweep_guidance(model, QUICK_SWEEP if args.quick else SWEEP, train_rows,
-                                                          nfe, args.seed)
-    print(f"picked guidance scale {scale:g}, clip {clip} ({sweep_seconds:.0f}s)", flush=True)
+    if "reward-guidance" in args.methods:
+        (scale, clip), scored, sweep_seconds = sweep_guidance(model, QUICK_SWEEP if args.quick else SWEEP, train_rows,
+                                                              nfe, args.seed)
+        print(f"picked guidance scale {scale:g}, clip {clip} ({sweep_seconds:.0f}s)", flush=True)
+    else:
+        (scale, clip), scored, sweep_seconds = (inference.GUIDANCE_SCALE, inference.GUIDANCE_CLIP), [], 0.0
 
     header = ["method", "optimises", "settings", "NFE / prompt", *CATEGORIES, "overall", "held-out rows", "seconds"]
     table, results = [], {}
-    for method in inference.METHODS:
+    for method in args.methods:
         run = inference.run_method(method, model, prompts, nfe, seed=args.seed, metadata=rows,
                                    guidance_scale=scale, guidance_clip=clip)
         strict = verifier_accuracy(run.images, prompts)
@@ -88,20 +93,23 @@ def main() -> None:
         results[method.replace("-", "_")] = f"{strict['overall']:.3f}"
         print(f"{method:16s} NFE/prompt {run.nfe_per_prompt:5.0f}: " + ", ".join(f"{c} {strict[c]:.2f}" for c in CATEGORIES)
               + f"; overall {strict['overall']:.3f}; held-out {held:.2f}; {run.seconds:.0f}s", flush=True)
+    subset = list(args.methods) != list(inference.METHODS)
     command = (f"python benchmarks/shapes_inference.py{' --quick' if args.quick else ''} --threads {args.threads} "
-               f"--per-category {per_cat} --nfe {nfe}")
+               f"--per-category {per_cat} --nfe {nfe}" + (f" --methods {' '.join(args.methods)}" if subset else ""))
+    name = f"shapes_inference-{'-'.join(args.methods)}-nfe{nfe}" if subset else "shapes_inference"
     notes = (f"{len(prompts)} test prompts (the first {per_cat} of each category), one image per prompt and method, "
              f"seed {args.seed}, CFG {inference.CFG_SCALE:g}. Budget: at most {nfe} NFE per prompt (the base row "
              f"spends {2 * inference.STEPS}); backward passes count as NFE, reward calls do not. Accuracy: strict "
              "shapes-verifier (GenEval's 1/0), mean per category, overall = mean of the category means. Search "
              f"reward: {inference.SEARCH_REWARD}; gradient reward: {inference.GRADIENT_REWARD}. Reward guidance: "
-             f"scale and clip picked on {len(train_rows)} train prompts (evenly spread, {sweep_per_cat} per category) "
-             "by strict accuracy: " + "; ".join(f"scale {s:g}, clip {c}: {a:.3f}" for (s, c), a in scored)
-             + f" -> scale {scale:g}, clip {clip} (sweep {sweep_seconds:.0f} s, not in the table). Seconds: wall "
+             + (f"scale and clip picked on {len(train_rows)} train prompts (evenly spread, {sweep_per_cat} per category) "
+                "by strict accuracy: " + "; ".join(f"scale {s:g}, clip {c}: {a:.3f}" for (s, c), a in scored)
+                + f" -> scale {scale:g}, clip {clip} (sweep {sweep_seconds:.0f} s, not in the table)" if scored
+                else "not run") + ". Seconds: wall "
              f"time of each method's sampling and decoding, rewards included. Command: `{command}`.")
-    path = common.write_markdown("shapes_inference", "Inference-time alignment on `shapes` at equal NFE per prompt",
+    path = common.write_markdown(name, "Inference-time alignment on `shapes` at equal NFE per prompt",
                                  table, header, notes, args.quick)
-    common.write_json("shapes_inference", {"command": command, "nfe_per_prompt": nfe, "prompts": len(prompts),
+    common.write_json(name, {"command": command, "nfe_per_prompt": nfe, "prompts": len(prompts),
                                            "guidance": {"scale": scale, "clip": clip,
                                                         "sweep": [[s, c, a] for (s, c), a in scored],
                                                         "sweep_seconds": sweep_seconds},

@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="text prompts on the embedded shapes model: base vs aligned sampling")
     demo.add_argument("--world", choices=("shapes", "digits"), default="shapes",
-                      help="shapes (default): base vs best-of-n, DTS* and reward guidance on text prompts; "
+                      help="shapes (default): base vs best-of-n, SMC and reward guidance on text prompts; "
                            "digits: base vs best-of-n for a target digit on the digits models")
     demo.add_argument("--out", default="out/demo", help="output directory")
     demo.add_argument("--nfe", type=_nfe, default=None, help="shapes: NFE budget per prompt (default 160)")

@@ -21,7 +21,7 @@ def test_shapes_demo_rows_are_labelled_with_method_nfe_and_verifier_score(tmp_pa
     assert saved["row_labels"][1] == f"best-of-n: {nfe:.0f} NFE/prompt, verifier {accuracy:.2f}"
     assert all(row[2] <= 80 for row in rows)  # the equal budget per prompt holds for every method
     report = (tmp_path / "report.md").read_text()
-    assert "1. a red circle; 2. a circle left of a square" in report and "| dts-star | shapes-verifier" in report
+    assert "1. a red circle; 2. a circle left of a square" in report and "| smc | shapes-verifier" in report
 
 
 @pytest.mark.parametrize("argv, needle", [
