@@ -89,7 +89,7 @@ def main() -> None:
         held = verifier(run.images, prompts=prompts).numpy()[held_out].mean() if held_out.any() else float("nan")
         table.append([method, inference.OPTIMISES[method], run.settings, f"{run.nfe_per_prompt:.0f}",
                       *[f"{strict[c]:.2f}" for c in CATEGORIES], f"{strict['overall']:.3f}",
-                      f"{held:.2f} (n={int(held_out.sum())})", f"{run.seconds:.0f}"])
+                      f"{held:.2f} (n={int(held_out.sum())})" if held_out.any() else "- (none)", f"{run.seconds:.0f}"])
         results[method.replace("-", "_")] = f"{strict['overall']:.3f}"
         print(f"{method:16s} NFE/prompt {run.nfe_per_prompt:5.0f}: " + ", ".join(f"{c} {strict[c]:.2f}" for c in CATEGORIES)
               + f"; overall {strict['overall']:.3f}; held-out {held:.2f}; {run.seconds:.0f}s", flush=True)
