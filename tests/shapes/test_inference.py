@@ -26,3 +26,16 @@ def test_smc_and_reno_spend_at_most_the_budget_per_prompt(model, method):
     assert 40 <= run.nfe_per_prompt <= 80
     if method == "reno":  # 4 Euler steps x 2 CFG passes = 8 NFE a forward: (2 I - 1) 8 <= 80 gives I = 5
         assert "5 iterations" in run.settings and run.nfe_per_prompt == 72
+
+
+def test_per_category_takes_the_first_rows_or_spreads_them():
+    from diffalign.shapes.captions import CATEGORIES
+    from diffalign.shapes.evaluation import load_prompts, per_category
+
+    rows = load_prompts("train")
+    first = per_category(rows, 2)
+    assert [r["category"] for r in first] == [c for c in CATEGORIES for _ in range(2)]
+    counting = [r for r in rows if r["category"] == "counting"]
+    spread = [r for r in per_category(rows, 2, spread=True) if r["category"] == "counting"]
+    assert spread == [counting[0], counting[len(counting) // 2]]
+    assert len(per_category(rows, 5)) == 5 * len(CATEGORIES) - 2  # single_object has only 3 train captions
