@@ -39,6 +39,16 @@ def write_markdown(name: str, title: str, table: list[list], header: list[str], 
     return path
 
 
+def write_json(name: str, data: dict, quick: bool) -> Path:
+    """Write benchmarks/results/<name>[-quick].json: the same figures as the markdown, machine-readable."""
+    import json
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}{'-quick' if quick else ''}.json"
+    path.write_text(json.dumps({**data, "machine": machine(), "date": time.strftime("%Y-%m-%d")}, indent=1) + "\n")
+    return path
+
+
 def result_line(name: str, **values) -> str:
     parts = " ".join(f"{k}={v}" for k, v in values.items())
     line = f"RESULT name={name} {parts}"

@@ -28,8 +28,8 @@ import common  # noqa: E402
 
 import diffalign as da  # noqa: E402
 from diffalign.shapes.captions import CATEGORIES  # noqa: E402
-from diffalign.shapes.evaluation import (fidelity, fidelity_floor, load_prompts, renders, sample_images,  # noqa: E402
-                                         verifier_accuracy)
+from diffalign.shapes.evaluation import (fidelity, fidelity_floor, load_prompts, per_category, renders,  # noqa: E402
+                                         sample_images, verifier_accuracy)
 
 
 def main() -> None:
@@ -41,7 +41,7 @@ def main() -> None:
     common.setup(args)
     rows = load_prompts("test")
     if args.quick:
-        rows = [r for c in CATEGORIES for r in [r for r in rows if r["category"] == c][:16]]
+        rows = per_category(rows, 16)
     prompts = [r["prompt"] for r in rows]
     held_out = np.array([r["held_out"] for r in rows])
     model = da.load_model("shapes")

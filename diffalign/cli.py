@@ -69,12 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"diffalign {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    demo = commands.add_parser("demo", help="base vs best-of-n on the embedded digits models")
+    demo = commands.add_parser("demo", help="text prompts on the embedded shapes model: base vs aligned sampling")
+    demo.add_argument("--world", choices=("shapes", "digits"), default="shapes",
+                      help="shapes (default): base vs best-of-n, SMC and reward guidance on text prompts; "
+                           "digits: base vs best-of-n for a target digit on the digits models")
     demo.add_argument("--out", default="out/demo", help="output directory")
-    demo.add_argument("--target", type=int, default=3, help="target digit")
-    demo.add_argument("--num-samples", type=int, default=16, help="samples per row")
-    demo.add_argument("--candidates", type=int, default=32, help="best-of-n candidates per sample")
-    demo.add_argument("--steps", type=int, default=50, help="denoising steps")
+    demo.add_argument("--nfe", type=_nfe, default=None, help="shapes: NFE budget per prompt (default 160)")
+    demo.add_argument("--target", type=int, default=None, help="digits: target digit (default 3)")
+    demo.add_argument("--num-samples", type=int, default=None, help="digits: samples per row (default 16)")
+    demo.add_argument("--candidates", type=int, default=None, help="digits: best-of-n candidates per sample (default 32)")
+    demo.add_argument("--steps", type=int, default=None, help="digits: denoising steps (default 50)")
     demo.add_argument("--seed", type=int, default=0, help="random seed")
 
     sample = commands.add_parser("sample", help="draw samples with any sampler and reward")
@@ -268,11 +272,25 @@ def _option_text(key: str, default) -> str:
 
 def run_demo(args) -> None:
     check_seed(args.seed)
+    digits_only = {"--target": args.target, "--num-samples": args.num_samples, "--candidates": args.candidates,
+                   "--steps": args.steps}
+    if args.world == "shapes":
+        given = [name for name, value in digits_only.items() if value is not None]
+        if given:
+            raise DiffalignError(f"{', '.join(given)} go with --world digits (the shapes demo takes --nfe, --seed, --out)")
+        out_dir = check_writable_dir(Path(args.out))
+        from .shapes.demo import NFE_PER_PROMPT, run_shapes_demo
+
+        run_shapes_demo(out_dir=out_dir, nfe=NFE_PER_PROMPT if args.nfe is None else args.nfe, seed=args.seed)
+        return
+    if args.nfe is not None:
+        raise DiffalignError("--nfe goes with --world shapes (the digits demo takes --candidates)")
     out_dir = check_writable_dir(Path(args.out))
     from .demo import run_demo as demo
 
-    demo(out_dir=out_dir, target=args.target, num_samples=args.num_samples, candidates=args.candidates,
-         steps=args.steps, seed=args.seed)
+    defaults = {"target": 3, "num_samples": 16, "candidates": 32, "steps": 50}
+    chosen = {key: default if getattr(args, key) is None else getattr(args, key) for key, default in defaults.items()}
+    demo(out_dir=out_dir, seed=args.seed, **chosen)
 
 
 def run_train(args) -> None:

@@ -1,4 +1,4 @@
-"""`diffalign demo`: base samples vs best-of-n for a target digit, on both embedded models.
+"""`diffalign demo --world digits`: base samples vs best-of-n for a target digit, on both embedded models.
 
 Writes ``grid.png`` (one row per model x method) and ``report.md`` (sampler, NFE, mean reward,
 class accuracy). Takes about a minute on 2 CPU cores (57 s measured).

@@ -62,7 +62,7 @@ def test_demo_grid_labels_rows_with_method_nfe_and_reward(tmp_path, monkeypatch)
 
     saved = {}
     monkeypatch.setattr(demo, "save_grid", lambda images, path, **kw: saved.update(kw))
-    rows = demo.run_demo(tmp_path, num_samples=1, candidates=2, steps=2)
+    rows = demo.run_demo(tmp_path, num_samples=1, candidates=2, steps=2)  # `diffalign demo --world digits`
     labels = saved["row_labels"]
     assert len(labels) == len(rows) == 6
     assert labels[1] == f"digits, best-of-2 (unconditional): {rows[1][2]} NFE, mean reward {rows[1][3]:.2f}"

@@ -9,6 +9,7 @@ pipeline (``da.load_model(dir)`` with ``text_encoder*/`` and ``tokenizer*/``, or
 
 from __future__ import annotations
 
+import threading
 from typing import Optional
 
 import torch
@@ -26,6 +27,11 @@ class PromptCondition:
         self.family = family
         self.shape = tuple(shape)
         self._null: Optional[dict] = None
+        # The trees of a forest (dts, dts-star) encode their prompts in threads of their own. A fast
+        # (Rust) tokenizer keeps its padding setting on the shared backend, and diffusers' encode_prompt
+        # tokenizes twice (padding="max_length", then "longest" for its truncation warning), so two
+        # threads interleaving got unpadded conditions of different lengths. One encoding at a time.
+        self._lock = threading.Lock()
 
     def encode(self, cond, batch_size: int) -> dict:
         prompts = [cond] if isinstance(cond, str) else cond
@@ -33,14 +39,16 @@ class PromptCondition:
             raise DiffalignError(f"prompt conditioning must be a string or a list of strings, got {cond!r}")
         if len(prompts) not in (1, batch_size):
             raise DiffalignError(f"got {len(prompts)} prompts for {batch_size} samples (give 1 or {batch_size})")
-        with torch.no_grad():
+        with self._lock, torch.no_grad():
             positive, _ = self.family.encode_prompt(self.pipe, list(prompts), None, 1, False, self._device(), self.shape)
         return broadcast_condition(positive, batch_size)
 
     def null(self, batch_size: int) -> dict:
-        if self._null is None:
-            with torch.no_grad():
-                _, self._null = self.family.encode_prompt(self.pipe, [""], None, 1, True, self._device(), self.shape)
+        with self._lock:
+            if self._null is None:
+                with torch.no_grad():
+                    _, self._null = self.family.encode_prompt(self.pipe, [""], None, 1, True, self._device(),
+                                                              self.shape)
         return broadcast_condition(self._null, batch_size)
 
     def _device(self) -> torch.device:

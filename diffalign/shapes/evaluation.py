@@ -33,6 +33,18 @@ def load_prompts(split: str = "test") -> list[dict]:
     return [json.loads(line) for line in (PROMPTS_DIR / f"{split}.jsonl").read_text().splitlines() if line.strip()]
 
 
+def per_category(rows: Sequence[dict], count: int, spread: bool = False) -> list[dict]:
+    """``count`` rows of each category, category by category: the first ones, or (``spread``) evenly
+    spaced through the category's rows (a category with fewer rows gives all of them)."""
+    chosen = []
+    for category in CATEGORIES:
+        own = [r for r in rows if r["category"] == category]
+        if spread and len(own) > count:
+            own = [own[i * len(own) // count] for i in range(count)]
+        chosen += own[:count]
+    return chosen
+
+
 def verifier_accuracy(images: torch.Tensor, prompts: Sequence[str], partial: bool = False) -> dict[str, float]:
     """Mean verifier score per category, plus ``overall`` (the mean of the category means, as GenEval)."""
     from .verifier import ShapesVerifier
