@@ -38,11 +38,12 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # the diffusers plugin: it samples through the samplers
     ("pipelines", ("diffalign.pipelines.*",)),
     # loading by name (a pipeline directory goes through the pipelines), sampling, evaluating
-    ("api", ("diffalign.zoo", "diffalign.api", "diffalign.evaluation", "diffalign.shapes.evaluation")),
+    ("api", ("diffalign.zoo", "diffalign.api", "diffalign.evaluation", "diffalign.shapes.evaluation",
+             "diffalign.shapes.inference")),
     ("trainers", ("diffalign.trainers.*",)),
     # the command line, the demo, and the package root (whose lazy names reach every layer)
     ("interface", ("diffalign", "diffalign.__main__", "diffalign.cli", "diffalign.cli_prompts", "diffalign.demo",
-                   "diffalign.user_rewards")),
+                   "diffalign.shapes.demo", "diffalign.user_rewards")),
 ]
 
 

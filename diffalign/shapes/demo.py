@@ -16,7 +16,7 @@ import torch
 
 from ..atomic import atomic_write_bytes
 from ..images import save_grid
-from ..models import load_model
+from ..zoo import load_model
 from ..rewards import get as get_reward
 from .inference import OPTIMISES, run_method
 

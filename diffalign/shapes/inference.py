@@ -64,40 +64,43 @@ def run_method(method: str, model, prompts: Sequence[str], nfe: int, seed: int =
                guidance_scale: float = GUIDANCE_SCALE, guidance_clip: Optional[float] = GUIDANCE_CLIP,
                progress: bool = False) -> MethodRun:
     """Run ``method`` (one of :data:`METHODS`) on ``prompts`` with at most ``nfe`` NFE per prompt."""
-    import diffalign as da
+    from ..api import sample
+    from ..guidance import RewardGuidance
+    from ..models.wrappers import CFGDenoiser
+    from ..rewards import get as get_reward
 
     if method not in METHODS:
         raise DiffalignError(f"unknown shapes inference method {method!r}; valid choices: {', '.join(METHODS)}")
     prompts = list(prompts)
-    cfg = da.CFGDenoiser(model, CFG_SCALE)
+    cfg = CFGDenoiser(model, CFG_SCALE)
     passes = cfg.evals_for(model.encode_condition(prompts[0], 1))  # model passes per sample per step (2 under CFG)
     common = dict(prompts=prompts, metadata=metadata, seed=seed, progress=progress)
     start = time.perf_counter()
     if method == "base":
-        out = da.sample(cfg, None, sampler="ancestral", steps=STEPS, **common)
+        out = sample(cfg, None, sampler="ancestral", steps=STEPS, **common)
         settings = f"ancestral, {STEPS} steps"
     elif method in ("best-of-n", "smc", "dts-star"):
-        verifier = da.rewards.get("shapes-verifier", partial=True)
+        verifier = get_reward("shapes-verifier", partial=True)
         options = dict(lam=SMC_LAMBDA, resample_every=SMC_RESAMPLE_EVERY) if method == "smc" else {}
-        out = da.sample(cfg, verifier, sampler=method, nfe=nfe, steps=STEPS, **options, **common)
+        out = sample(cfg, verifier, sampler=method, nfe=nfe, steps=STEPS, **options, **common)
         settings = {"best-of-n": f"n = {out.info.get('n')}, {STEPS} steps",
                     "smc": f"{out.info.get('particles')} particles, lambda {SMC_LAMBDA:g}, resample every "
                            f"{SMC_RESAMPLE_EVERY} steps, {STEPS} steps",
                     "dts-star": f"defaults, {STEPS} steps"}[method]
     elif method == "reward-guidance":
-        clip = da.rewards.get("clip", model="shapes-clip")
-        guided = da.RewardGuidance(cfg, clip, scale=guidance_scale, max_grad_norm=guidance_clip)
+        clip = get_reward("clip", model="shapes-clip")
+        guided = RewardGuidance(cfg, clip, scale=guidance_scale, max_grad_norm=guidance_clip)
         steps = nfe // (2 * passes)  # forward + backward at every step
-        out = da.sample(guided, None, sampler="ancestral", steps=steps, **common)
+        out = sample(guided, None, sampler="ancestral", steps=steps, **common)
         settings = f"scale {guidance_scale:g}, clip {guidance_clip}, {steps} steps"
     else:  # reno
         from ..samplers.reno import reno_cost
 
-        clip = da.rewards.get("clip", model="shapes-clip")
+        clip = get_reward("clip", model="shapes-clip")
         per_iterate = RENO_STEPS * passes
         # the most iterations the budget buys; below one iterate the sampler refuses the budget itself
         iterations = max((i for i in range(1, nfe + 1) if reno_cost(i, per_iterate) <= nfe), default=1)
-        out = da.sample(cfg, clip, sampler="reno", nfe=nfe, steps=RENO_STEPS, iterations=iterations, **common)
+        out = sample(cfg, clip, sampler="reno", nfe=nfe, steps=RENO_STEPS, iterations=iterations, **common)
         settings = f"{RENO_STEPS} Euler steps, {iterations} iterations (ReNO's other defaults)"
     with torch.no_grad():
         images = model.decode(out.samples).clamp(0, 1).float().cpu()
