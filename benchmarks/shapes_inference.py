@@ -61,6 +61,8 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", choices=inference.METHODS, default=list(inference.METHODS),
                    help="a subset (its results go to their own file, named after the methods and the budget)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lora", default=None, help="a fine-tuned LoRA (a run's final/) on the shapes model: training and "
+                                                 "inference together (its results go to their own file)")
     args = p.parse_args()
     common.setup(args)
     per_cat = args.per_category or (2 if args.quick else 16)
@@ -69,7 +71,7 @@ def main() -> None:
     rows = per_category(load_prompts("test"), per_cat)
     prompts = [r["prompt"] for r in rows]
     held_out = np.array([r["held_out"] for r in rows])
-    model = da.load_model("shapes")
+    model = da.load_model("shapes", lora=args.lora) if args.lora else da.load_model("shapes")
     verifier = da.rewards.get("shapes-verifier")
 
     train_rows = per_category(load_prompts("train"), sweep_per_cat, spread=True)
@@ -95,9 +97,12 @@ def main() -> None:
               + f"; overall {strict['overall']:.3f}; held-out {held:.2f}; {run.seconds:.0f}s", flush=True)
     subset = list(args.methods) != list(inference.METHODS)
     command = (f"python benchmarks/shapes_inference.py{' --quick' if args.quick else ''} --threads {args.threads} "
-               f"--per-category {per_cat} --nfe {nfe}" + (f" --methods {' '.join(args.methods)}" if subset else ""))
+               f"--per-category {per_cat} --nfe {nfe}" + (f" --methods {' '.join(args.methods)}" if subset else "")
+               + (f" --lora {args.lora}" if args.lora else ""))
     name = f"shapes_inference-{'-'.join(args.methods)}-nfe{nfe}" if subset else "shapes_inference"
-    notes = (f"{len(prompts)} test prompts (the first {per_cat} of each category), one image per prompt and method, "
+    if args.lora:
+        name += "-" + Path(args.lora).resolve().parent.name
+    notes = ((f"Model: shapes + the LoRA {args.lora}. " if args.lora else "") + f"{len(prompts)} test prompts (the first {per_cat} of each category), one image per prompt and method, "
              f"seed {args.seed}, CFG {inference.CFG_SCALE:g}. Budget: at most {nfe} NFE per prompt (the base row "
              f"spends {2 * inference.STEPS}); backward passes count as NFE, reward calls do not. Accuracy: strict "
              "shapes-verifier (GenEval's 1/0), mean per category, overall = mean of the category means. Search "
