@@ -138,8 +138,10 @@ def main() -> None:
         f"{floor:.2f}. Base unconditional rates: digits-flow {base_scores['digits-flow']['rate']:.3f}, digits "
         f"{base_scores['digits']['rate']:.3f}."
     )
+    # a subset (--only) writes its own file, so it never replaces the full table's rows
+    name = "train_digits" if keys == list(RUNS) else "train_digits-" + "-".join(keys)
     path = common.write_markdown(
-        "train_digits", "Fine-tuning on digits: target-class rate, reward and FID drift", rows,
+        name, "Fine-tuning on digits: target-class rate, reward and FID drift", rows,
         ["method", "model", "train min", "steps", "s/step", "rate over time", "final rate", "mean reward",
          "min to rate 0.9", f"FID vs real {TARGET}s", "FID / base CFG"],
         notes, args.quick,
