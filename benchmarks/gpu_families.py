@@ -1,6 +1,7 @@
-"""Samplers on full-size SD1.5 and SD3-medium architectures (random weights) through AlignedPipeline, on CUDA.
+"""Samplers (AlignedPipeline) and a GRPO LoRA training step on full-size SD1.5 / SD3-medium architectures
+(random weights), on CUDA.
 
-    python benchmarks/gpu_families.py [--quick] [--rows 8] [--steps 28]     # needs a CUDA device
+    python benchmarks/gpu_families.py [--quick] [--rows 8] [--steps 28] [--train-steps 3]   # needs a CUDA device
     python benchmarks/gpu_families.py --smoke                                # tiny configs on the CPU (a test)
 
 Builds the networks and VAEs from their published configs with random weights (nothing is
@@ -85,7 +86,8 @@ def sd3_modules(smoke: bool, sample_size: int | None = None):
 
 def sd3_prompt_embeds(config, sequence_key: str, pooled_key: str) -> dict:
     """Random prompt embeddings of the real shapes (333 tokens: CLIP's 77 + T5's 256), on the CPU."""
-    return {sequence_key: torch.randn(1, 333, config.joint_attention_dim), pooled_key: torch.randn(1, config.pooled_projection_dim)}
+    return {sequence_key: torch.randn(1, 333, config.joint_attention_dim),
+            pooled_key: torch.randn(1, config.pooled_projection_dim)}
 
 
 def build(family: str, smoke: bool, device, dtype):
