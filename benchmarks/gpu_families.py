@@ -1,6 +1,7 @@
-"""Samplers on full-size SD1.5 and SD3-medium architectures (random weights) through AlignedPipeline, on CUDA.
+"""Samplers (AlignedPipeline) and a GRPO LoRA training step on full-size SD1.5 / SD3-medium architectures
+(random weights), on CUDA.
 
-    python benchmarks/gpu_families.py [--quick] [--rows 8] [--steps 28]     # needs a CUDA device
+    python benchmarks/gpu_families.py [--quick] [--rows 8] [--steps 28] [--train-steps 3]   # needs a CUDA device
     python benchmarks/gpu_families.py --smoke                                # tiny configs on the CPU (a test)
 
 Builds the networks and VAEs from their published configs with random weights (nothing is
@@ -8,8 +9,20 @@ downloaded; prompt embeddings are random tensors of the real shapes), wraps each
 ``da.AlignedPipeline.from_pipe`` and measures, at 512 px and the same number of rows per network call
 for every sampler: wall time, NFE, microseconds per NFE, per-step latency (one network call on
 ``rows`` rows) and peak CUDA memory, for ancestral, best-of-n, SIR and DTS. With the xformers extra
-installed, ancestral runs again with ``attention="xformers"``. Without CUDA (and without --smoke) it
-prints why it skipped and a RESULT line, and writes no results file; --smoke writes none either.
+installed, ancestral runs again with ``attention="xformers"``.
+
+The **training row** runs the real GRPO trainer (``diffalign.trainers``, LoRA rank 32 / alpha 64 as Flow-GRPO,
+bf16 autocast, 10 rollout steps, every stochastic step trained, one group of ``rows`` rollouts) on the
+full-size SD3-medium transformer and VAE (random weights, written to a temporary model directory that
+``model.name`` points at; 512 px, so ``sample_size`` 64; random prompt embeddings as ``model.cond``) and
+measures ``Trainer.train_step()``: synchronised wall time averaged over a few steps after one warm-up step,
+and peak CUDA memory (``torch.cuda.max_memory_allocated``) over those steps. It runs once with
+``train.sharding: none`` and once with ``train.sharding: fsdp``; on one process the trainer does not shard
+(``Trainer.sharded`` is False: FSDP2 needs several processes, and ``torchrun`` with one process is the same
+single process), so that row is reported as unsharded and not measured twice.
+
+Without CUDA (and without --smoke) it prints why it skipped and a RESULT line, and writes no results file;
+--smoke runs everything, the training row included, at tiny size on the CPU and writes none either.
 """
 
 from __future__ import annotations
@@ -58,10 +71,28 @@ TINY = {
 }
 
 
+def sd3_modules(smoke: bool, sample_size: int | None = None):
+    """(transformer, VAE, scheduler) of SD3-medium (or its tiny stand-in) with random weights; ``sample_size``
+    (latent pixels) overrides the config's default resolution, which sets the denoiser's sample shape."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+
+    config = dict(TINY["sd3"] if smoke else SD3_TRANSFORMER)
+    if sample_size is not None:
+        config["sample_size"] = sample_size
+    transformer = SD3Transformer2DModel(**config)
+    vae = AutoencoderKL(**(TINY["sd3_vae"] if smoke else SD3_VAE))
+    return transformer, vae, FlowMatchEulerDiscreteScheduler(shift=3.0)
+
+
+def sd3_prompt_embeds(config, sequence_key: str, pooled_key: str) -> dict:
+    """Random prompt embeddings of the real shapes (333 tokens: CLIP's 77 + T5's 256), on the CPU."""
+    return {sequence_key: torch.randn(1, 333, config.joint_attention_dim),
+            pooled_key: torch.randn(1, config.pooled_projection_dim)}
+
+
 def build(family: str, smoke: bool, device, dtype):
     """(pipeline, prompt-embedding kwargs) for 'sd15' or 'sd3' with random weights."""
-    from diffusers import (AutoencoderKL, DDIMScheduler, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel,
-                           StableDiffusion3Pipeline, StableDiffusionPipeline, UNet2DConditionModel)
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusion3Pipeline, StableDiffusionPipeline, UNet2DConditionModel
 
     torch.manual_seed(0)
     if family == "sd15":
@@ -74,19 +105,13 @@ def build(family: str, smoke: bool, device, dtype):
         width = unet.config.cross_attention_dim
         embeds = {"prompt_embeds": torch.randn(1, 77, width), "negative_prompt_embeds": torch.randn(1, 77, width)}
     else:
-        transformer = SD3Transformer2DModel(**(TINY["sd3"] if smoke else SD3_TRANSFORMER))
-        vae = AutoencoderKL(**(TINY["sd3_vae"] if smoke else SD3_VAE))
+        transformer, vae, scheduler = sd3_modules(smoke)
         pipe = StableDiffusion3Pipeline(
-            transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae, text_encoder=None,
+            transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=None,
             tokenizer=None, text_encoder_2=None, tokenizer_2=None, text_encoder_3=None, tokenizer_3=None,
         )
-        cfg = transformer.config
-        embeds = {
-            "prompt_embeds": torch.randn(1, 333, cfg.joint_attention_dim),
-            "negative_prompt_embeds": torch.randn(1, 333, cfg.joint_attention_dim),
-            "pooled_prompt_embeds": torch.randn(1, cfg.pooled_projection_dim),
-            "negative_pooled_prompt_embeds": torch.randn(1, cfg.pooled_projection_dim),
-        }
+        embeds = {**sd3_prompt_embeds(transformer.config, "prompt_embeds", "pooled_prompt_embeds"),
+                  **sd3_prompt_embeds(transformer.config, "negative_prompt_embeds", "negative_pooled_prompt_embeds")}
     pipe = pipe.to(device=device, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe, {k: v.to(device=device, dtype=dtype) for k, v in embeds.items()}
@@ -104,6 +129,87 @@ def methods(rows: int, steps: int, branch_every: int):
         ("dts-star forest (4 trees)", "dts-star", {"leaves_per_iteration": max(1, rows // 4), "trees_per_prompt": 4,
                                                    "branch_every": branch_every, "max_rows": 2 * rows}, 1, rows * rollout),
     ]
+
+
+# The training row: Flow-GRPO's SD3 settings (LoRA rank 32 / alpha 64 at 512 px); the GRPO defaults give its
+# 10 rollout steps with every stochastic step trained.
+TRAIN_LORA = {"lora_rank": 32, "lora_alpha": 64.0}
+TRAIN_PX = 512
+
+
+def write_sd3_model_dir(directory: Path, smoke: bool, device) -> dict:
+    """SD3-medium (or the tiny stand-in) with random weights saved as a model directory (``transformer/``,
+    ``vae/``, ``scheduler/``) for ``model.name``; returns ``model.cond``: random prompt embeddings on ``device``,
+    since there is no text encoder."""
+    torch.manual_seed(0)
+    with torch.device(device):  # initialise where it will run: 2B parameters take minutes to initialise on a CPU
+        transformer, vae, scheduler = sd3_modules(smoke, sample_size=None if smoke else TRAIN_PX // 8)
+    for name, module in (("transformer", transformer), ("vae", vae), ("scheduler", scheduler)):
+        module.save_pretrained(directory / name)
+    embeds = sd3_prompt_embeds(transformer.config, "encoder_hidden_states", "pooled_projections")
+    return {key: value.to(device) for key, value in embeds.items()}
+
+
+def grpo_config(model_dir: Path, cond: dict, rollouts: int, sharding: str, smoke: bool):
+    from diffalign.trainers import config_from_dict
+
+    return config_from_dict({
+        "method": "grpo", "seed": 0,
+        # the tiny stand-in's layers are 16 wide, below Flow-GRPO's rank 32
+        "model": {"name": str(model_dir), "cond": cond, **({"lora_rank": 4, "lora_alpha": 8.0} if smoke else TRAIN_LORA)},
+        "reward": {"name": "compressibility"}, "group_size": rollouts, "groups_per_micro_batch": 1,
+        "train": {"learning_rate": 1e-4, "checkpoint_every": 0, "report_to": "none", "sharding": sharding,
+                  "mixed_precision": "no" if smoke else "bf16"},
+    })
+
+
+def time_train_steps(trainer, repeats: int, cuda: bool) -> tuple[float, float]:
+    """(seconds per ``train_step()``, peak GiB) over ``repeats`` steps after one warm-up step; the peak is
+    CUDA's allocator high-water mark over the timed steps (NaN off CUDA)."""
+    trainer.train_step()  # warm-up: kernels, allocator, the optimizer state's first allocation
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        trainer.train_step()
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = (time.perf_counter() - start) / repeats
+    return seconds, torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
+
+
+def training_rows(smoke: bool, device, rollouts: int, repeats: int) -> tuple[list, dict]:
+    """GRPO LoRA steps of the real trainer on SD3-medium, with ``train.sharding`` none and fsdp (one process)."""
+    import tempfile
+
+    from diffalign.trainers import get_trainer
+
+    table, results = [], {}
+    px = 16 if smoke else TRAIN_PX
+    with tempfile.TemporaryDirectory(prefix="gpu_families_train_") as tmp:
+        model_dir = Path(tmp) / "sd3-medium-random"
+        cond = write_sd3_model_dir(model_dir, smoke, device)
+        for sharding in ("none", "fsdp"):
+            trainer = get_trainer("grpo")(grpo_config(model_dir, cond, rollouts, sharding, smoke), Path(tmp) / sharding)
+            if sharding == "fsdp" and not trainer.sharded:
+                # base.py: FSDP2 shards across processes, and one process (torchrun's included) has none to
+                # shard with, so the trainer runs unsharded; the row above is this configuration's figure
+                note = "no-op on 1 process (Trainer.sharded is False): same run as train.sharding none"
+                print(f"sd3 GRPO LoRA, train.sharding fsdp: {note}; not measured twice")
+                table.append(["sd3", "GRPO LoRA", "fsdp", 1, px, rollouts, "= none", "= none", note])
+                results["sd3_grpo_fsdp_1proc"] = "unsharded"
+            else:
+                seconds, peak = time_train_steps(trainer, repeats, cuda=device.type == "cuda")
+                table.append(["sd3", "GRPO LoRA", sharding, 1, px, rollouts, f"{seconds:.2f}", f"{peak:.2f}",
+                              "sharded" if trainer.sharded else "unsharded"])
+                results[f"sd3_grpo_{sharding}_s_per_step"] = f"{seconds:.3f}"
+                results[f"sd3_grpo_{sharding}_peak_gib"] = f"{peak:.2f}"
+                print(f"sd3 GRPO LoRA, train.sharding {sharding}: {seconds:.2f} s/step, peak {peak:.2f} GiB")
+            del trainer
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    return table, results
 
 
 def run(args) -> None:
@@ -143,6 +249,9 @@ def run(args) -> None:
         del pipe
         if not smoke:
             torch.cuda.empty_cache()
+    repeats = 1 if smoke else args.train_steps
+    train_table, train_results = training_rows(smoke, device, rows, repeats)
+    results.update(train_results)
     gpu = "CPU smoke (tiny configs)" if smoke else torch.cuda.get_device_name(0)
     if smoke:  # checks the script end to end; its timings mean nothing, so no results file
         common.result_line("gpu_families", device="cpu_smoke", **results)
@@ -153,6 +262,19 @@ def run(args) -> None:
         f"`python benchmarks/gpu_families.py{' --quick' if args.quick else ''}`: random "
         f"weights in the published SD1.5 / SD3-medium architectures (fp16), CFG 5.0, "
         f"{steps} steps, {rows} rows per network call; 'ms / step' is one network call of {rows} rows.",
+        args.quick,
+    )
+    print(f"wrote {path}")
+    path = common.write_markdown(
+        "gpu_families_training", f"GRPO LoRA training step on SD3-medium ({gpu})", train_table,
+        ["model", "method", "train.sharding", "processes", "px", "rollouts/step", "s / step", "peak GiB", "note"],
+        f"`python benchmarks/gpu_families.py{' --quick' if args.quick else ''}`: the GRPO trainer's `train_step()` "
+        f"(diffalign.trainers) on the published SD3-medium transformer and VAE with random weights, LoRA rank 32 / "
+        f"alpha 64 on the default target modules, bf16 autocast over fp32 weights, one group of {rows} rollouts of "
+        f"10 steps, every stochastic step trained, compressibility reward; mean over {repeats} steps after one "
+        "warm-up step (synchronised), peak = `torch.cuda.max_memory_allocated` over those steps. "
+        "`train.sharding: fsdp` on one process does not shard (FSDP2 needs several processes; `torchrun` with "
+        "one process is the same single process), so it is not measured twice.",
         args.quick,
     )
     print(f"wrote {path}")
@@ -170,6 +292,7 @@ def main() -> None:
     p.add_argument("--smoke", action="store_true", help="tiny configs on the CPU (checks the script, measures nothing)")
     p.add_argument("--rows", type=int, default=8, help="rows per network call for every sampler")
     p.add_argument("--steps", type=int, default=28, help="denoising steps")
+    p.add_argument("--train-steps", type=int, default=3, help="timed GRPO steps of the training row (after one warm-up)")
     args = p.parse_args()
     common.setup(args)
     if not args.smoke and not torch.cuda.is_available():

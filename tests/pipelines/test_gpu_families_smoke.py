@@ -1,5 +1,5 @@
-"""benchmarks/gpu_families.py: the CPU smoke mode runs every sampler on both families; without CUDA the
-real run says it skipped."""
+"""benchmarks/gpu_families.py: the CPU smoke mode runs every sampler on both families and the GRPO training
+row through the real trainer; without CUDA the real run says it skipped."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def _run(*args):
                           text=True, timeout=600)
 
 
-def test_smoke_mode_runs_every_sampler_on_both_families():
+def test_smoke_mode_runs_every_sampler_on_both_families_and_the_training_row():
     proc = _run("--smoke")
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = proc.stdout.strip().splitlines()[-1]
@@ -29,6 +29,11 @@ def test_smoke_mode_runs_every_sampler_on_both_families():
     for family in ("sd15", "sd3"):
         for sampler in ("ancestral", "best_of_n", "sir", "dts"):
             assert f"{family}_{sampler}_sdpa_us_per_nfe=" in result
+    # the training row: a timed GRPO LoRA step on the SD3 stand-in, and train.sharding fsdp on one process
+    # reported as the unsharded run it is (Trainer.sharded read at run time)
+    assert "sd3_grpo_none_s_per_step=" in result and "sd3_grpo_none_peak_gib=nan" in result
+    assert "sd3_grpo_fsdp_1proc=unsharded" in result
+    assert "train.sharding fsdp: no-op on 1 process" in proc.stdout
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA path")
