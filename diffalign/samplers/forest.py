@@ -65,8 +65,10 @@ class _Coordinator:
 
     def __init__(self, model: Denoiser, max_rows: int, trees: int):
         self.model, self.max_rows = model, max_rows
-        self.turns = [threading.Semaphore(0) for _ in range(trees)]  # tree i may run when its turn is released
-        self.main_turn = threading.Semaphore(0)
+        # tree i may run once turns[i] is released: a held plain lock, released by whichever thread hands
+        # the baton over (a Lock, unlike an RLock or a Semaphore, is one C call each way)
+        self.turns = [_held_lock() for _ in range(trees)]
+        self.main_turn = _held_lock()
         self.ready = deque(range(trees))  # trees still to run in this round
         self.pending: list[tuple[int, _Request]] = []
         self.calls = 0
@@ -134,6 +136,12 @@ class _Coordinator:
         except BaseException as error:  # every waiting tree sees the failure instead of hanging
             for r, _ in segments:
                 r.error = error
+
+
+def _held_lock() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
 
 
 def _condition_rows(req: _Request, rows: slice):
