@@ -15,10 +15,8 @@ its batch mates (the prompt benchmark found the embedded UNet bit-identical acro
 tests check it on exact oracles).
 
 The trees' Python work runs one tree at a time, so the Python cost per NFE is that of one tree alone,
-whatever the number of trees, plus a thread hand-over per tree and call; the network call, the part
-that grows with rows, runs once for all of them. (Waking every tree at once instead -- a condition
-variable with notify_all -- measured no cheaper in CPU time and makes the trees fight over the GIL at
-each small torch op.)
+whatever the number of trees, plus one thread hand-over per tree and call; the network call, the part
+that grows with rows, runs once for all of them.
 """
 
 from __future__ import annotations
@@ -57,10 +55,10 @@ class _Coordinator:
 
     Exactly one thread runs at any moment: a tree runs until its next model call (or its end), then
     hands the baton to the next tree of the round, and the last one hands it to the main thread, which
-    runs every waiting row and starts the next round. A tree never waits on a condition that wakes all
-    trees at once: with all of them awake, each small torch op (which releases the GIL) would hand the
-    GIL to another tree and wait to get it back -- that ping-pong cost more than the trees' own work.
-    The order of the trees in a round is fixed (the order of their requests), so calls are reproducible.
+    runs every waiting row and starts the next round: one wake-up per tree and round, where a shared
+    condition variable woke every waiting thread at every request, and the awake trees then passed the
+    GIL back and forth at each small torch op (which releases it). The order of the trees in a round
+    is fixed (the order of their requests), so the composition of every call is reproducible.
     """
 
     def __init__(self, model: Denoiser, max_rows: int, trees: int):
