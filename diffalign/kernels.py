@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 
 from .errors import DiffalignError
-from .models.prediction import Prediction, _coefs64
+from .models.prediction import Prediction, _alpha_sigma64, _coefs64
 from .registry import Registry
 
 LOG_2PI = math.log(2 * math.pi)
@@ -109,8 +109,8 @@ class DDIM(Kernel):
         # Coefficients are formed in float64 and cast only at the end: 1 - ratio^2 is a difference of
         # nearly equal numbers, which bfloat16 would get ~2% wrong.
         x, schedule = pred.x, pred.schedule
-        a, s = _coefs64(schedule.alpha, x, pred.t), _coefs64(schedule.sigma, x, pred.t)
-        a_next, s_next = _coefs64(schedule.alpha, x, t_next), _coefs64(schedule.sigma, x, t_next)
+        a, s = _alpha_sigma64(schedule, x, pred.t)
+        a_next, s_next = _alpha_sigma64(schedule, x, t_next)
         ratio = (a * s_next) / (a_next * s)
         var = (self.eta**2) * s_next.square() * (1.0 - ratio.square()).clamp(min=0.0)
         var = torch.where(s_next > 0, var, torch.zeros_like(var))

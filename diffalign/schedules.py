@@ -60,6 +60,11 @@ class Schedule(ABC):
         times = self.time_from_model_timestep(torch.as_tensor(scheduler.timesteps, dtype=torch.float64))
         return torch.cat([times, torch.zeros(1, dtype=torch.float64)])
 
+    def alpha_sigma(self, t) -> tuple[torch.Tensor, torch.Tensor]:
+        """(alpha(t), sigma(t)), the same values as the two calls; a schedule overrides it when the two
+        share work (a kernel step needs both, once per model call)."""
+        return self.alpha(t), self.sigma(t)
+
     def d_alpha(self, t) -> torch.Tensor:
         """d alpha / dt (autograd by default; schedules with closed forms override)."""
         return self._derivative(self.alpha, t)
@@ -151,14 +156,20 @@ class VPSchedule(Schedule):
         At a knot the derivative is one-sided. Samplers step downward in t from grid times k / T, so
         the slope there is the one of the segment *below* the knot (at t = 0: the first segment).
         """
+        log_abar, pos, slopes = self._log_abar_at(t)
+        # the tolerance makes a time k / T that does not map back to exactly k still count as the knot
+        below = (pos - KNOT_TOLERANCE).ceil().sub_(1).clamp_(0, self.num_train_timesteps - 1).long()
+        return log_abar, slopes[below] * self.num_train_timesteps
+
+    def _log_abar_at(self, t):
+        """log abar at t (linear between the knots), with the position t T and the segment slopes that
+        :meth:`_segment` reuses; alone, it is all that abar, alpha and sigma need."""
         t = _as_tensor(t)
         pos = t.to(torch.float64).clamp(0.0, 1.0) * self.num_train_timesteps
         lo = pos.floor().clamp_(max=self.num_train_timesteps - 1)
         index = lo.long()
         knots, slopes = self._tables(pos.device)
-        # the tolerance makes a time k / T that does not map back to exactly k still count as the knot
-        below = (pos - KNOT_TOLERANCE).ceil().sub_(1).clamp_(0, self.num_train_timesteps - 1).long()
-        return knots[index] + slopes[index] * (pos - lo), slopes[below] * self.num_train_timesteps
+        return knots[index] + slopes[index] * (pos - lo), pos, slopes
 
     def _tables(self, device):
         """log abar at the knots and the slope of each segment, cached per device."""
@@ -169,7 +180,7 @@ class VPSchedule(Schedule):
 
     def abar(self, t) -> torch.Tensor:
         t = _as_tensor(t)
-        log_abar, _ = self._segment(t)
+        log_abar = self._log_abar_at(t)[0]
         return log_abar.exp().to(t.dtype if t.is_floating_point() else torch.float64)
 
     def alpha(self, t) -> torch.Tensor:
@@ -177,6 +188,10 @@ class VPSchedule(Schedule):
 
     def sigma(self, t) -> torch.Tensor:
         return (1.0 - self.abar(t)).clamp(min=0.0).sqrt()
+
+    def alpha_sigma(self, t) -> tuple[torch.Tensor, torch.Tensor]:
+        abar = self.abar(t)  # once for both: the same values as alpha(t) and sigma(t)
+        return abar.sqrt(), (1.0 - abar).clamp(min=0.0).sqrt()
 
     def d_alpha(self, t) -> torch.Tensor:
         # alpha = exp(log_abar / 2); closed form avoids autograd's zero gradient at the clamp edges

@@ -1,6 +1,8 @@
 """A forest of trees (design.md §3b): trees of several prompts (or several trees of one) share every
 model call and nothing else -- each tree's samples, rewards and NFE are exactly its solo run's."""
 
+import time
+
 import pytest
 import torch
 
@@ -94,3 +96,28 @@ def test_a_forest_under_guidance_runs_one_prompt_at_a_time(oracle):
     assert out.info["prompt_batching"] == "one forest per prompt" and out.info["trees"] == 2  # per prompt, equal for both: given once
     assert all(len(prompts) == 1 for prompts in seen)  # every guided call saw one prompt's rows
     assert out.prompts == ["a", "a", "b", "b"]
+
+
+def test_forest_trees_run_one_at_a_time_in_a_fixed_order(oracle):
+    # each tree runs alone until its next model call: a tree resuming never finds another tree's Python
+    # half-way (the sleep would hand the GIL over if two trees were awake), and rounds go tree 0, 1, 2, ...
+    from diffalign.samplers.forest import run_forest
+
+    running, order, overlaps = [0], [], []
+
+    def job(tree):
+        def run(model):
+            for _ in range(3):
+                running[0] += 1
+                time.sleep(0.002)
+                overlaps.append(running[0])
+                order.append(tree)
+                running[0] -= 1
+                model.predict(torch.zeros(2, 2), torch.tensor(0.5), model.encode_condition("a", 2))
+            return tree
+        return run
+
+    results, stats = run_forest(oracle, [job(i) for i in range(4)], max_rows=256)
+    assert results == [0, 1, 2, 3] and max(overlaps) == 1
+    assert order == [0, 1, 2, 3] * 3 and stats["calls"] == 3 and stats["rows_per_call"] == 8
+    assert stats["network_seconds"] > 0 and stats["network_cpu_seconds"] > 0

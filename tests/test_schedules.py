@@ -138,3 +138,13 @@ def test_function_denoiser_keeps_the_sample_dtype():
     assert pred.x0.dtype == pred.eps.dtype == torch.float32
     out = da.sample(model, lambda x: x[:, 0], sampler="sir", num_samples=4, nfe=40, steps=5, seed=0)
     assert out.samples.dtype == torch.float32
+
+
+@pytest.mark.parametrize("schedule", [da.VPSchedule.scaled_linear(), da.FlowSchedule(shift=3.0)])
+def test_alpha_sigma_is_alpha_and_sigma_bit_for_bit(schedule):
+    # kernels take both from one call (one abar for a VP schedule); the values must not move by a bit
+    t = torch.cat([torch.linspace(0, 1, 1001, dtype=torch.float64), torch.rand(97, dtype=torch.float64)])
+    a, s = schedule.alpha_sigma(t)
+    assert torch.equal(a, schedule.alpha(t)) and torch.equal(s, schedule.sigma(t))
+    a0, s0 = schedule.alpha_sigma(torch.tensor(0.37, dtype=torch.float64))
+    assert a0.item() == schedule.alpha(0.37).item() and s0.item() == schedule.sigma(0.37).item()

@@ -107,7 +107,16 @@ def _coefs(fn, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 def _coefs64(fn, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Like :func:`_coefs` but kept in float64 (kernels combine coefficients before casting)."""
-    coef = fn(t.to(torch.float64)).to(x.device)
+    return _shaped64(fn(t.to(torch.float64)), x)
+
+
+def _alpha_sigma64(schedule, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(alpha, sigma) at t as :func:`_coefs64` gives them, from one schedule evaluation."""
+    return tuple(_shaped64(coef, x) for coef in schedule.alpha_sigma(t.to(torch.float64)))
+
+
+def _shaped64(coef: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    coef = coef.to(x.device)
     return coef.reshape(coef.shape + (1,) * (x.ndim - coef.ndim)) if coef.ndim else coef
 
 

@@ -29,6 +29,9 @@ class SchedulerGridSchedule(Schedule):
     def sigma(self, t):
         return self.base.sigma(t)
 
+    def alpha_sigma(self, t):
+        return self.base.alpha_sigma(t)
+
     def d_alpha(self, t):
         return self.base.d_alpha(t)
 

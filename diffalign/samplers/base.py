@@ -269,7 +269,8 @@ class Sampler:
         out.nfe = sum(piece.nfe for piece in pieces)
         out.info.update(trees=len(pieces), trees_per_prompt=m, nfe_per_tree=[piece.nfe for piece in pieces],
                         nfe_per_prompt=[sum(p.nfe for p in pieces[i * m:(i + 1) * m]) for i in range(len(prompts))],
-                        model_calls=stats["calls"], rows_per_call=stats["rows_per_call"], max_rows=self.max_rows)
+                        model_calls=stats["calls"], rows_per_call=stats["rows_per_call"], max_rows=self.max_rows,
+                        network_seconds=stats["network_seconds"], network_cpu_seconds=stats["network_cpu_seconds"])
         if prompts == [None]:  # one condition: per-prompt lists of one entry read as plain values
             out.info = {k: (v[0] if isinstance(v, list) and len(v) == 1 and k != "nfe_per_tree" else v)
                         for k, v in out.info.items()}

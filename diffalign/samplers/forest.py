@@ -5,23 +5,26 @@ several times its cost at 256 on a CPU (and far more on a GPU). Independent tree
 or several per prompt (``trees_per_prompt``) -- can share calls without sharing anything else.
 
 :func:`run_forest` runs each tree's unchanged one-tree code in a thread of its own, against a
-:class:`SharedCallModel` proxy. A tree's model call does not run at once: it waits until every live
-tree is waiting on a call (or has finished), then all waiting rows go into one network call
-(``max_rows`` at most; a larger set is cut into several calls, a request's rows across two if need be), and each tree gets back exactly
-its rows. Nothing else is shared: each tree has its own sampler state, generator, NFE budget and
-reward binding, so its selection, values, budget and outputs are those it has alone, whenever the
-network's output for a row does not depend on its batch mates (the prompt benchmark found the
-embedded UNet bit-identical across batch compositions; tests check it on exact oracles).
+:class:`SharedCallModel` proxy, one tree at a time: a tree runs until its next model call (or its end)
+and hands a baton to the next tree; when every live tree is waiting, the main thread runs all waiting
+rows as one network call (``max_rows`` at most; a larger set is cut into several calls, a request's
+rows across two if need be), and each tree gets back exactly its rows. Nothing else is shared: each
+tree has its own sampler state, generator, NFE budget and reward binding, so its selection, values,
+budget and outputs are those it has alone, whenever the network's output for a row does not depend on
+its batch mates (the prompt benchmark found the embedded UNet bit-identical across batch compositions;
+tests check it on exact oracles).
 
-The trees' Python work runs one thread at a time (the GIL), so the Python cost per NFE is that of
-one tree alone, whatever the number of trees; the network call, the part that grows with rows, runs
-once for all of them.
+The trees' Python work runs one tree at a time, so the Python cost per NFE is that of one tree alone,
+whatever the number of trees, plus one thread hand-over per tree and call; the network call, the part
+that grows with rows, runs once for all of them.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+import time
+from collections import deque
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import torch
@@ -45,64 +48,83 @@ class _Request:
     cond: Any
     result: Optional[Prediction] = None
     error: Optional[BaseException] = None
-    done: bool = False
 
 
-@dataclass
 class _Coordinator:
-    model: Denoiser
-    max_rows: int
-    running: int
-    lock: threading.Condition = field(default_factory=threading.Condition)
-    pending: list = field(default_factory=list)
-    calls: int = 0
-    rows: int = 0
+    """Runs the trees one at a time by passing a baton, and their waiting rows as shared calls.
 
-    def request(self, x, t, cond) -> Prediction:
+    Exactly one thread runs at any moment: a tree runs until its next model call (or its end), then
+    hands the baton to the next tree of the round, and the last one hands it to the main thread, which
+    runs every waiting row and starts the next round: one wake-up per tree and round, where a shared
+    condition variable woke every waiting thread at every request, and the awake trees then passed the
+    GIL back and forth at each small torch op (which releases it). The order of the trees in a round
+    is fixed (the order of their requests), so the composition of every call is reproducible.
+    """
+
+    def __init__(self, model: Denoiser, max_rows: int, trees: int):
+        self.model, self.max_rows = model, max_rows
+        # tree i may run once turns[i] is released: a held plain lock, released by whichever thread hands
+        # the baton over (a Lock, unlike an RLock or a Semaphore, is one C call each way)
+        self.turns = [_held_lock() for _ in range(trees)]
+        self.main_turn = _held_lock()
+        self.ready = deque(range(trees))  # trees still to run in this round
+        self.pending: list[tuple[int, _Request]] = []
+        self.calls = 0
+        self.rows = 0
+        self.network_seconds = 0.0  # wall time in the shared calls
+        self.network_cpu_seconds = 0.0  # and the CPU time of the main thread there (what is left is the trees')
+
+    def start(self, tree: int) -> None:
+        """A tree's thread waits for its first turn."""
+        self.turns[tree].acquire()
+
+    def request(self, tree: int, x, t, cond) -> Prediction:
         req = _Request(x, _time_batch(t, x), cond)
-        with self.lock:
-            self.pending.append(req)
-            self.lock.notify_all()
-            while not req.done:
-                self.lock.wait()
+        self.pending.append((tree, req))
+        self._pass_baton()
+        self.turns[tree].acquire()
         if req.error is not None:
             raise req.error
         return req.result
 
     def finished(self) -> None:
-        with self.lock:
-            self.running -= 1
-            self.lock.notify_all()
+        self._pass_baton()
+
+    def _pass_baton(self) -> None:
+        if self.ready:
+            self.turns[self.ready.popleft()].release()
+        else:
+            self.main_turn.release()
 
     def serve(self) -> None:
-        """Main thread: whenever every live tree waits on a call, run all waiting rows together."""
+        """Main thread: each round, let every live tree run to its next call, then run all their rows together."""
         while True:
-            with self.lock:
-                while self.running and len(self.pending) < self.running:
-                    self.lock.wait()
-                if not self.running and not self.pending:
-                    return
-                batch, self.pending = self.pending, []
-            pieces: dict[int, list] = {id(r): [] for r in batch}
-            for segments in _pack(batch, self.max_rows):
+            self._pass_baton()
+            self.main_turn.acquire()
+            if not self.pending:
+                return
+            batch, self.pending = self.pending, []
+            requests = [req for _, req in batch]
+            pieces: dict[int, list] = {id(r): [] for r in requests}
+            for segments in _pack(requests, self.max_rows):
                 self._run(segments, pieces)
-            for req in batch:
+            for req in requests:
                 if req.error is None:
                     req.result = _assemble(req, pieces[id(req)], self.model.schedule)
-            with self.lock:
-                for req in batch:
-                    req.done = True
-                self.lock.notify_all()
+            self.ready.extend(tree for tree, _ in batch)
 
     def _run(self, segments: list[tuple[_Request, slice]], pieces: dict) -> None:
         """One network call on the rows of ``segments`` (a request's rows, or a slice of them)."""
         try:
+            start_time, start_cpu = time.perf_counter(), time.thread_time()
             x = torch.cat([r.x[rows] for r, rows in segments])
             t = torch.cat([r.t[rows] for r, rows in segments])
             conds = [_condition_rows(r, rows) for r, rows in segments]
             cond = None if conds[0] is None else cat_conditions(conds)
             with torch.no_grad():
                 pred = self.model.predict(x, t, cond)
+            self.network_seconds += time.perf_counter() - start_time
+            self.network_cpu_seconds += time.thread_time() - start_cpu
             self.calls += 1
             self.rows += x.shape[0]
             start = 0
@@ -114,6 +136,12 @@ class _Coordinator:
         except BaseException as error:  # every waiting tree sees the failure instead of hanging
             for r, _ in segments:
                 r.error = error
+
+
+def _held_lock() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
 
 
 def _condition_rows(req: _Request, rows: slice):
@@ -160,14 +188,14 @@ def _pack(batch: list[_Request], max_rows: int) -> list[list[tuple[_Request, sli
 class SharedCallModel(DenoiserWrapper):
     """What one tree of a forest sees as its model: every call joins the forest's next shared call."""
 
-    def __init__(self, inner: Denoiser, coordinator: _Coordinator):
+    def __init__(self, inner: Denoiser, coordinator: _Coordinator, tree: int):
         super().__init__(inner)
-        self._coordinator = coordinator
+        self._coordinator, self._tree = coordinator, tree
 
     def predict(self, x, t, cond=None) -> Prediction:
         if cond is not None and condition_batch_size(cond) not in (None, 1, x.shape[0]):
             raise ValueError(f"conditioning has batch {condition_batch_size(cond)} but x has {x.shape[0]}")
-        return self._coordinator.request(x, t, cond)
+        return self._coordinator.request(self._tree, x, t, cond)
 
 
 def run_forest(model: Denoiser, jobs: list[Callable[[Denoiser], Any]], max_rows: int = DEFAULT_MAX_ROWS) -> tuple[list, dict]:
@@ -176,14 +204,15 @@ def run_forest(model: Denoiser, jobs: list[Callable[[Denoiser], Any]], max_rows:
     Returns each job's result, in order, and ``{"calls": ..., "rows_per_call": ...}``. A job's error is
     raised here (the first one, once every job has stopped).
     """
-    coordinator = _Coordinator(model, max_rows, running=len(jobs))
+    coordinator = _Coordinator(model, max_rows, len(jobs))
     results: list = [None] * len(jobs)
     errors: list = [None] * len(jobs)
 
     def work(i: int) -> None:
+        coordinator.start(i)
         try:
             with torch.no_grad():  # grad mode is per thread
-                results[i] = jobs[i](SharedCallModel(model, coordinator))
+                results[i] = jobs[i](SharedCallModel(model, coordinator, i))
         except BaseException as error:
             errors[i] = error
         finally:
@@ -198,5 +227,6 @@ def run_forest(model: Denoiser, jobs: list[Callable[[Denoiser], Any]], max_rows:
     first = next((e for e in errors if e is not None), None)
     if first is not None:
         raise first
-    stats = {"calls": coordinator.calls, "rows_per_call": coordinator.rows / max(1, coordinator.calls)}
+    stats = {"calls": coordinator.calls, "rows_per_call": coordinator.rows / max(1, coordinator.calls),
+             "network_seconds": coordinator.network_seconds, "network_cpu_seconds": coordinator.network_cpu_seconds}
     return results, stats

@@ -28,7 +28,9 @@ class RolloutPool:
 
     def __init__(self, tree: DiffusionTree, model, kernel, grid: torch.Tensor, cond, generator: torch.Generator):
         self.tree, self.model, self.kernel, self.generator = tree, model, kernel, generator
-        self.grid = grid.to(model.device)
+        # read once: Module.device walks the wrapped modules' parameters, and advance() runs per model call
+        self.device, self.dtype = model.device, model.dtype
+        self.grid = grid.to(self.device)
         self.final = len(grid) - 1
         self.cond = cond
         self.level_of_step = {s: level for level, s in enumerate(tree.level_steps)}
@@ -61,7 +63,7 @@ class RolloutPool:
         if not nodes:
             return
         tree, model = self.tree, self.model
-        x = torch.empty((len(nodes), *model.shape), device=model.device, dtype=model.dtype)
+        x = torch.empty((len(nodes), *model.shape), device=self.device, dtype=self.dtype)
         last = list(nodes)
         from_root = [i for i, n in enumerate(nodes) if n == ROOT]
         if from_root:
@@ -72,7 +74,7 @@ class RolloutPool:
                 self._arrived(ROOT, node)
         deeper = [i for i, n in enumerate(nodes) if n != ROOT]
         if deeper:
-            x[deeper] = tree.state([nodes[i] for i in deeper]).to(device=model.device, dtype=model.dtype)
+            x[deeper] = tree.state([nodes[i] for i in deeper]).to(device=self.device, dtype=self.dtype)
         self.x = torch.cat([self.x, x])
         self.step = torch.cat([self.step, torch.tensor([tree.level_steps[tree.level[n]] for n in last], dtype=torch.long)])
         self.last += last
@@ -91,10 +93,10 @@ class RolloutPool:
         model, tree = self.model, self.tree
         s = self.step
         self.calls += 1
-        s_device = s.to(model.device)
+        s_device = s.to(self.device)
         pred = model.predict(self.x, self.grid[s_device], index_condition(self.cond, torch.zeros(len(s), dtype=torch.long,
-                                                                                                  device=model.device)))
-        noise = torch.randn(self.x.shape, generator=self.generator, device=model.device, dtype=model.dtype)
+                                                                                                  device=self.device)))
+        noise = torch.randn(self.x.shape, generator=self.generator, device=self.device, dtype=self.dtype)
         self.x = self.kernel(pred, self.grid[s_device + 1]).sample(noise)
         self.step = s + 1
         arrived = [i for i, step in enumerate(self.step.tolist()) if step in self.level_of_step]
@@ -110,7 +112,7 @@ class RolloutPool:
         keep = (self.step < self.final).nonzero().flatten()
         finished = ([self.last[i] for i in done], self.x[done], [self.log_weight[i] for i in done])
         kept = keep.tolist()
-        self.x, self.step = self.x[keep.to(model.device)], self.step[keep]
+        self.x, self.step = self.x[keep.to(self.device)], self.step[keep]
         self.last = [self.last[i] for i in kept]
         self.log_weight = [self.log_weight[i] for i in kept]
         return finished
