@@ -14,7 +14,8 @@ import torch
 from .atomic import atomic_write_bytes
 from .evaluation import class_accuracy
 from .images import save_grid
-from .models import CFGDenoiser, load_model
+from .models import CFGDenoiser
+from .zoo import load_model
 from .rewards import get as get_reward
 from .samplers import get as get_sampler
 
