@@ -178,3 +178,33 @@ def test_importing_a_layer_loads_nothing_above_it(package):
     assert package in loaded
     above = sorted(name for name in loaded if layer_of(name) > layer_of(package) and name != "diffalign")
     assert not above, f"import {package} loaded {above}"
+
+
+def test_every_from_import_in_the_package_names_something_that_exists():
+    """A name imported inside a function is looked up only when the function runs: after a move
+    (``load_model`` left ``diffalign.models`` for ``diffalign.zoo``) a stale lazy import fails in
+    front of a user, not at import time. Resolve every ``from X import name`` statically instead."""
+    import importlib
+
+    missing = []
+    for module, path in MODULES.items():
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level:
+                base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if not target.startswith("diffalign"):
+                continue
+            imported = importlib.import_module(target)
+            for alias in node.names:
+                if alias.name == "*" or hasattr(imported, alias.name):
+                    continue
+                try:
+                    importlib.import_module(f"{target}.{alias.name}")
+                except ImportError:
+                    missing.append(f"{module} (line {node.lineno}): {target} has no {alias.name!r}")
+    assert not missing, "imports of names that do not exist:\n" + "\n".join(missing)
