@@ -329,21 +329,21 @@ class DTSSampler(Sampler):
         roots = max(1, _largest(lambda n: full_cost(n) <= budget, hi))
         memory_full = False
         have = sum(len(x) for x in forest.leaves)
-        planned = stored_nodes(roots, plan_extra_children(roots, remaining, self.children, evals,
-                                                          budget - roots * steps * evals, fill)[0])
-        max_bytes = memory_cap(self.name, self.max_memory_bytes, (planned + have) * bytes_per_node, storage_device, budget)
+        # the unconstrained plan: returned as is unless an explicit cap binds
+        extras = plan_extra_children(roots, remaining, self.children, evals, budget - roots * steps * evals, fill)[0]
+        max_bytes = memory_cap(self.name, self.max_memory_bytes, (stored_nodes(roots, extras) + have) * bytes_per_node,
+                               storage_device, budget)
         if self.max_memory_bytes is not None:
             cap = self.max_memory_bytes // bytes_per_node - have
             if stored_nodes(1, [0] * len(levels)) > cap:
                 raise DiffalignError(f"max_memory_bytes={self.max_memory_bytes} cannot hold even one path "
                                      f"({len(levels) + 1} nodes x {bytes_per_node} bytes)")
 
-            def fits(n, fill_budget=False):
-                extras = plan_extra_children(n, remaining, self.children, evals, budget - n * steps * evals,
-                                             fill_budget)[0]
-                return stored_nodes(n, extras) <= cap
+            def fits(n):
+                shrunk = plan_extra_children(n, remaining, self.children, evals, budget - n * steps * evals, False)[0]
+                return stored_nodes(n, shrunk) <= cap
 
-            if not fits(roots, fill):
+            if stored_nodes(roots, extras) > cap:
                 memory_full = True
                 if self.on_memory_full == "error":
                     raise DiffalignError(
@@ -351,8 +351,6 @@ class DTSSampler(Sampler):
                         "max_memory_bytes or use on_memory_full='stop'")
                 roots = max(1, _largest(fits, roots))
                 extras = plan_extra_children(roots, remaining, self.children, evals, budget - roots * steps * evals, False)[0]
-                return roots, extras, memory_full, max_bytes
-        extras = plan_extra_children(roots, remaining, self.children, evals, budget - roots * steps * evals, fill)[0]
         return roots, extras, memory_full, max_bytes
 
     # -- growing ---------------------------------------------------------------------------------------------
