@@ -1,6 +1,6 @@
 """Does a `shapes` model follow the relation word? Position captions, correct vs reversed relation.
 
-    python benchmarks/shapes_position.py [--quick] [--lora RUN/final] [--samples 4]
+    python benchmarks/shapes_position.py [--quick] [--model shapes|DIR] [--lora RUN/final] [--samples 4]
 
 For every position caption ("a circle left of a square") of the prompt files (train and test share
 them: position captions name no colour, so none is a held-out composition), draws ``--samples`` images (ancestral, 20 steps, CFG 3, seed 0) and, with the verifier's own
@@ -44,13 +44,15 @@ def relation_counts(images, prompts) -> dict[str, int]:
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--samples", type=int, default=4, help="images per position caption")
+    p.add_argument("--model", default="shapes", help="the shipped model, or a pipeline directory (e.g. a retrained one)")
     p.add_argument("--lora", default=None, help="a LoRA (a run's final/) to evaluate instead of the base model")
     args = p.parse_args()
     common.setup(args)
     import diffalign as da
     from diffalign.shapes.evaluation import load_prompts, sample_images
 
-    model = da.load_model("shapes", lora=args.lora) if args.lora else da.load_model("shapes")
+    model = da.load_model(args.model, lora=args.lora) if args.lora else da.load_model(args.model)
+    label = ("shapes (base)" if args.model == "shapes" else args.model) + (f" + {args.lora}" if args.lora else "")
     # the position captions carry no colour, so no held-out composition: train and test share them
     captions = sorted({row["prompt"] for split in ("train", "test") for row in load_prompts(split)
                        if row["category"] == "position"})
@@ -59,17 +61,18 @@ def main() -> None:
     prompts = [c for c in captions for _ in range(args.samples)]
     counts = relation_counts(sample_images(model, prompts, steps=20, guidance=3.0, seed=0), prompts)
     ok = max(counts["objects_ok"], 1)
-    table = [[args.lora or "shapes (base)", len(captions), counts["images"],
+    table = [[label, len(captions), counts["images"],
               f"{counts['objects_ok'] / counts['images']:.2f}", f"{counts['correct'] / ok:.2f}",
               f"{counts['reversed'] / ok:.2f}", f"{counts['correct'] / counts['images']:.2f}"]]
     header = ["model", "captions", "images", "objects all present", "relation correct (of those)",
               "relation reversed (of those)", "strict"]
-    notes = (f"Model: {'shapes + ' + args.lora if args.lora else 'shapes (base)'}; ancestral, 20 steps, CFG 3, seed 0, "
+    notes = (f"Model: {label}; ancestral, 20 steps, CFG 3, seed 0, "
              f"{args.samples} images per caption. Correct and reversed are counted among images whose objects "
              "are all present; their sum can exceed 1 when several pairs exist, and fall short of 1 when the "
              "pair is within the verifier's 3 px margin. Command: `python benchmarks/shapes_position.py"
-             + (" --quick" if args.quick else "") + (f" --lora {args.lora}" if args.lora else "") + "`")
-    path = common.write_markdown("shapes_position" + ("-lora" if args.lora else ""),
+             + (" --quick" if args.quick else "") + (f" --model {args.model}" if args.model != "shapes" else "") + (f" --lora {args.lora}" if args.lora else "") + "`")
+    suffix = ("" if args.model == "shapes" else "-" + Path(args.model).name) + ("-lora" if args.lora else "")
+    path = common.write_markdown("shapes_position" + suffix,
                                  "shapes: does the model read the relation word?", table, header, notes, args.quick)
     print(f"wrote {path}")
     common.result_line("shapes_position", correct=f"{counts['correct'] / ok:.2f}",

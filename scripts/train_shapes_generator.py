@@ -6,6 +6,13 @@
     python scripts/train_shapes_generator.py      # writes diffalign/data/shapes
     python scripts/train_shapes_generator.py --steps 3 --scenes 256 --out /tmp/s   # smoke test
 
+Stage 2 continues a trained pipeline with more relation, attribution and counting captions, half of each
+batch at the noisiest 40% of timesteps (where the layout is decided), so that the model reads the
+relation word (the stage-1 model placed the pair either way at random):
+    python scripts/train_shapes_generator.py --init diffalign/data/shapes --vae diffalign/data/shapes/vae \
+        --decoder none --steps 1200 --lr 5e-4 --category-weights position=4,color_attr=2,counting=1.5 \
+        --layout-fraction 0.5 --out build/shapes-gen2
+
 Components (all stock classes, saved with ``save_pretrained``):
 - ``tokenizer``: ``CLIPTokenizer`` with BPE merges learnt on the grammar's words (:mod:`diffalign.shapes.tokenizer`);
 - ``text_encoder``: a tiny ``CLIPTextModel`` (64 wide, 2 layers), trained jointly with the UNet;
@@ -57,12 +64,12 @@ def text_config(tokenizer):
                           pad_token_id=tokenizer.pad_token_id)
 
 
-def encode_dataset(vae, rng, scenes: int, batch: int = 256):
+def encode_dataset(vae, rng, scenes: int, batch: int = 256, category_weights=None):
     """Captions and VAE posterior means/stds of ``scenes`` rendered training scenes (encoded once)."""
     captions, means, stds = [], [], []
     with torch.no_grad():
         for start in range(0, scenes, batch):
-            texts, images = training_batch(rng, min(batch, scenes - start))
+            texts, images = training_batch(rng, min(batch, scenes - start), category_weights)
             posterior = vae.encode(to_tensor(images) * 2 - 1).latent_dist
             captions += texts
             means.append(posterior.mean)
@@ -84,7 +91,17 @@ def main() -> None:
                         help="the VAE whose decoder was fine-tuned with the encoder frozen (train_shapes_vae.py "
                              "--finetune-decoder); shipped in the pipeline when it exists (same latents, sharper images)")
     parser.add_argument("--out", default="diffalign/data/shapes")
+    parser.add_argument("--init", default=None,
+                        help="a shapes pipeline directory to continue from (its UNet and text encoder; stage 2)")
+    parser.add_argument("--category-weights", default=None, metavar="CAT=W,...",
+                        help="draw training captions by category with these weights (others 1), e.g. position=3")
+    parser.add_argument("--layout-fraction", type=float, default=0.0,
+                        help="fraction of each batch whose timestep is drawn from the noisiest 40%% (where the "
+                             "layout is decided; epsilon-MSE under uniform timesteps gives it little weight)")
     args = parser.parse_args()
+    category_weights = None
+    if args.category_weights:
+        category_weights = {k: float(v) for k, v in (item.split("=") for item in args.category_weights.split(","))}
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
 
@@ -94,14 +111,18 @@ def main() -> None:
     start = time.time()
     vae = AutoencoderKL.from_pretrained(args.vae).eval().requires_grad_(False)
     scale = vae.config.scaling_factor
-    captions, means, stds = encode_dataset(vae, rng, args.scenes)
+    captions, means, stds = encode_dataset(vae, rng, args.scenes, category_weights=category_weights)
     print(f"encoded {len(captions)} scenes in {time.time() - start:.0f}s; scaled latent std "
           f"{(means * scale).std().item():.3f}", flush=True)
 
     with atomic_directory(Path(args.out)) as tmp:
         tokenizer = load_tokenizer(write_tokenizer(tmp / "tokenizer"))
-        text_encoder = CLIPTextModel(text_config(tokenizer))
-        unet = UNet2DConditionModel(**unet_config(text_encoder.config.hidden_size))
+        if args.init:  # stage 2: same tokenizer (the grammar's), weights from the earlier pipeline
+            text_encoder = CLIPTextModel.from_pretrained(Path(args.init) / "text_encoder")
+            unet = UNet2DConditionModel.from_pretrained(Path(args.init) / "unet")
+        else:
+            text_encoder = CLIPTextModel(text_config(tokenizer))
+            unet = UNet2DConditionModel(**unet_config(text_encoder.config.hidden_size))
         scheduler = DDIMScheduler(**SCHEDULER)
         print(f"parameters: unet {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M, text encoder "
               f"{sum(p.numel() for p in text_encoder.parameters()) / 1e6:.2f}M", flush=True)
@@ -125,6 +146,8 @@ def main() -> None:
             index[torch.rand(args.batch, generator=generator) < args.dropout] = null_index
             hidden = text_encoder(token_table[index])[0]
             timesteps = torch.randint(1000, (args.batch,), generator=generator)
+            layout = torch.rand(args.batch, generator=generator) < args.layout_fraction
+            timesteps[layout] = torch.randint(600, 1000, (int(layout.sum()),), generator=generator)
             noise = torch.randn(latents.shape, generator=generator)
             abar = alphas_cumprod[timesteps].view(-1, 1, 1, 1)
             noisy = abar.sqrt() * latents + (1 - abar).sqrt() * noise
@@ -150,7 +173,8 @@ def main() -> None:
                                        requires_safety_checker=False)
         pipe.save_pretrained(tmp)
         write_prompt_files(tmp / "prompts")  # the world's train/test prompt sets travel with its model
-        summary = {"steps": args.steps, "batch": args.batch, "scenes": args.scenes,
+        summary = {"steps": args.steps, "batch": args.batch, "scenes": args.scenes, "lr": args.lr, "init": args.init,
+                   "category_weights": category_weights, "layout_fraction": args.layout_fraction,
                    "seconds_total": round(time.time() - start, 1), "seconds_training": round(time.time() - train_start, 1),
                    "final_loss_last200": round(float(np.mean(losses[-200:])), 4), "vae_scaling_factor": scale}
         (tmp / "training_summary.json").write_text(json.dumps(summary, indent=1))

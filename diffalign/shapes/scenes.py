@@ -166,8 +166,10 @@ def to_tensor(images: np.ndarray):
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255.0)
 
 
-def training_batch(rng: np.random.Generator, size: int) -> tuple[list[str], np.ndarray]:
-    """``size`` training captions and their renders: categories uniform, then captions uniform within one.
+def training_batch(rng: np.random.Generator, size: int,
+                   category_weights: Optional[dict[str, float]] = None) -> tuple[list[str], np.ndarray]:
+    """``size`` training captions and their renders: a category (uniform, or by ``category_weights``,
+    a weight per category name, 1 for those not named), then a caption uniform within it.
 
     Only training captions (no held-out composition) are drawn, and colours a caption leaves open avoid
     the held-out pairs, so no training image shows a held-out composition either.
@@ -175,9 +177,17 @@ def training_batch(rng: np.random.Generator, size: int) -> tuple[list[str], np.n
     from .captions import CATEGORIES, all_captions
 
     pools = _training_pools(CATEGORIES, all_captions)
+    weights = category_weights or {}
+    unknown = sorted(set(weights) - set(CATEGORIES))
+    if unknown:
+        raise DiffalignError(f"unknown shapes categories {unknown}; valid choices: {', '.join(CATEGORIES)}")
+    odds = np.array([float(weights.get(c, 1.0)) for c in CATEGORIES])
+    if (odds < 0).any() or odds.sum() <= 0:
+        raise DiffalignError(f"category weights {weights} must be non-negative and not all zero")
+    odds = odds / odds.sum()
     captions = []
     for _ in range(size):
-        pool = pools[int(rng.integers(len(pools)))]
+        pool = pools[int(rng.choice(len(pools), p=odds))] if category_weights else pools[int(rng.integers(len(pools)))]
         captions.append(pool[int(rng.integers(len(pool)))])
     scenes = [sample_scene(c, rng, exclude_held_out=True) for c in captions]
     return [c.text() for c in captions], render_batch(scenes)
