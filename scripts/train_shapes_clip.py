@@ -9,7 +9,14 @@ The shipped weights came from stages; the first two counted every true caption a
     python scripts/train_shapes_clip.py --init build/shapes/clip-stage1 --steps 500 --lr 1e-3 --all-true-positive \
         --out build/shapes/clip-stage2
     python scripts/train_shapes_clip.py --init build/shapes/clip-stage2 --steps 500 --lr 1e-3 --out build/shapes/clip-stage3
-    python scripts/train_shapes_clip.py --init build/shapes/clip-stage3 --steps 1000 --lr 1e-3 --seed 4 --position-weight 6
+
+Stage 3 still scored chance on position (0.531): its image tower could not tell left from right, so the
+contrastive gradient on the relation words cancelled and the text tower merged them (cosine 0.999); a run with
+position captions weighted 6x (`--position-weight 6`) stayed there too. Stage 4, shipped, breaks that symmetry with
+an auxiliary objective: a training-only linear head regresses each present shape's centre from the image
+embedding, weighted 10 against the contrastive loss (position 1.000, every other category >= 0.99):
+    python scripts/train_shapes_clip.py --init build/shapes/clip-stage3 --steps 800 --lr 1e-3 --seed 5 \
+        --position-aux-weight 10 --out build/shapes/clip-stage4   # stage 3 was then the shipped folder
 
 Each step renders a batch of scenes for captions drawn from every category (all compositions: this is
 a reward model), adds one perturbed caption per image that is false for it (NegCLIP-style hard
