@@ -4,7 +4,8 @@
     python scripts/train_shapes_clip.py --steps 3 --out /tmp/c  # smoke test
 
 The shipped weights came from stages; the first two counted every true caption as a positive of an image
-(the loss could then ignore left/right: position stayed at chance) and the third fixed that:
+(the loss could then ignore left/right: position stayed at chance); the third fixed that loss, though position
+stayed at chance all the same (see stage 4 below):
     python scripts/train_shapes_clip.py --steps 700 --uniform --all-true-positive --out build/shapes/clip-stage1
     python scripts/train_shapes_clip.py --init build/shapes/clip-stage1 --steps 500 --lr 1e-3 --all-true-positive \
         --out build/shapes/clip-stage2
