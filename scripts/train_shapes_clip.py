@@ -4,12 +4,20 @@
     python scripts/train_shapes_clip.py --steps 3 --out /tmp/c  # smoke test
 
 The shipped weights came from stages; the first two counted every true caption as a positive of an image
-(the loss could then ignore left/right: position stayed at chance) and the third fixed that:
+(the loss could then ignore left/right: position stayed at chance); the third fixed that loss, though position
+stayed at chance all the same (see stage 4 below):
     python scripts/train_shapes_clip.py --steps 700 --uniform --all-true-positive --out build/shapes/clip-stage1
     python scripts/train_shapes_clip.py --init build/shapes/clip-stage1 --steps 500 --lr 1e-3 --all-true-positive \
         --out build/shapes/clip-stage2
     python scripts/train_shapes_clip.py --init build/shapes/clip-stage2 --steps 500 --lr 1e-3 --out build/shapes/clip-stage3
-    python scripts/train_shapes_clip.py --init build/shapes/clip-stage3 --steps 1000 --lr 1e-3 --seed 4 --position-weight 6
+
+Stage 3 still scored chance on position (0.531): its image tower could not tell left from right, so the
+contrastive gradient on the relation words cancelled and the text tower merged them (cosine 0.999); a run with
+position captions weighted 6x (`--position-weight 6`) stayed there too. Stage 4, shipped, breaks that symmetry with
+an auxiliary objective: a training-only linear head regresses each present shape's centre from the image
+embedding, weighted 10 against the contrastive loss (position 1.000, every other category >= 0.99):
+    python scripts/train_shapes_clip.py --init build/shapes/clip-stage3 --steps 800 --lr 1e-3 --seed 5 \
+        --position-aux-weight 10 --out build/shapes/clip-stage4   # stage 3 was then the shipped folder
 
 Each step renders a batch of scenes for captions drawn from every category (all compositions: this is
 a reward model), adds one perturbed caption per image that is false for it (NegCLIP-style hard
@@ -33,8 +41,8 @@ import torch
 import torch.nn.functional as F
 
 from diffalign.atomic import atomic_directory
-from diffalign.shapes.captions import CATEGORIES, PERTURBATIONS, all_captions, parse_caption, perturbations
-from diffalign.shapes.clip import MEAN, STD, ShapesClipBackbone, clip_config, zero_shot_accuracy
+from diffalign.shapes.captions import CATEGORIES, SHAPES, PERTURBATIONS, all_captions, parse_caption, perturbations
+from diffalign.shapes.clip import MEAN, STD, ShapesClipBackbone, clip_config, shape_centroids, zero_shot_accuracy
 from diffalign.shapes.scenes import render_batch, sample_scene, to_tensor
 from diffalign.shapes.tokenizer import load_tokenizer, write_tokenizer
 from diffalign.shapes.verifier import caption_clauses
@@ -50,6 +58,12 @@ def multi_positive_nce(logits: torch.Tensor, positive: torch.Tensor) -> torch.Te
     rows = positive.any(dim=1)
     log_probs = logits.log_softmax(dim=1).masked_fill(~positive, float("-inf"))
     return -torch.logsumexp(log_probs[rows], dim=1).mean()
+
+
+def centroid_loss(predicted: torch.Tensor, centres: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the predicted (x, y) centre of each shape a scene has (absent shapes are ignored)."""
+    error = (predicted.view_as(centres) - centres).pow(2).sum(-1)
+    return error[present].mean() / 2
 
 
 def main() -> None:
@@ -69,6 +83,10 @@ def main() -> None:
     parser.add_argument("--position-embedding-std", type=float, default=None,
                         help="re-draw the image tower's patch position embeddings with this std (transformers "
                              "initialises them small, so the ViT starts as a bag of patches, blind to arrangement)")
+    parser.add_argument("--position-aux-weight", type=float, default=0.0,
+                        help="add this times an auxiliary loss: a linear head (training only, not saved) regresses "
+                             "each present shape's centre from the image embedding, so the image tower must encode "
+                             "where things are and the contrastive gradient on relation words stops cancelling")
     parser.add_argument("--uniform", action="store_true", help="draw categories uniformly (the first stage)")
     parser.add_argument("--init", default=None, metavar="CLIP_DIR",
                         help="continue from a saved shapes-clip (a second stage) instead of a random initialisation")
@@ -99,7 +117,11 @@ def main() -> None:
                 table.copy_(torch.randn(table.shape, generator=torch.Generator().manual_seed(args.seed))
                             * args.position_embedding_std)
         backbone = ShapesClipBackbone(model, tokenizer, frozen=False).train()
-        optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
+        # reads the normalised image embedding (what the contrastive loss compares with the relation words), so
+        # the position has to survive the projection into the joint space, not only the ViT's pooled output
+        centroid_head = torch.nn.Linear(model.config.projection_dim, 2 * len(SHAPES))
+        parameters = list(model.parameters()) + (list(centroid_head.parameters()) if args.position_aux_weight else [])
+        optimiser = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=0.05)
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=args.lr, total_steps=max(args.steps, 100),
                                                        pct_start=0.05)
         pools = [all_captions(c) for c in CATEGORIES]
@@ -133,7 +155,11 @@ def main() -> None:
                 image_to_text = multi_positive_nce(logits, truth)
             else:
                 image_to_text = multi_positive_nce(logits.masked_fill(truth & ~own, float("-inf")), own)
-            loss = 0.5 * (image_to_text + multi_positive_nce(logits.T, truth.T))
+            contrastive = 0.5 * (image_to_text + multi_positive_nce(logits.T, truth.T))
+            loss = contrastive
+            if args.position_aux_weight:
+                position = centroid_loss(centroid_head(image), *shape_centroids(scenes))
+                loss = loss + args.position_aux_weight * position
             if step == args.lock_text_steps + 1 and args.lock_text_steps:
                 model.text_model.requires_grad_(True)
                 model.text_projection.requires_grad_(True)
@@ -142,7 +168,8 @@ def main() -> None:
             optimiser.step()
             schedule.step()
             if step % 50 == 0 or step == args.steps:
-                print(f"step {step} loss {loss.item():.4f} scale {model.logit_scale.exp().item():.1f} "
+                aux = f" position {position.item():.4f}" if args.position_aux_weight else ""
+                print(f"step {step} loss {contrastive.item():.4f}{aux} scale {model.logit_scale.exp().item():.1f} "
                       f"{time.time() - start:.0f}s", flush=True)
         seconds = time.time() - start
         model.eval()
@@ -152,7 +179,9 @@ def main() -> None:
         accuracy = zero_shot_accuracy(ShapesClipBackbone(model, tokenizer))
         table = {f"{cat}/{kind}": round(c / t, 3) for (cat, kind), (c, t) in sorted(accuracy.items())}
         summary = {"init": args.init, "category_weights": "uniform" if args.uniform else category_weights, "steps": args.steps, "batch": args.batch, "seconds": round(seconds, 1),
-                   "final_loss": round(loss.item(), 4), "zero_shot_accuracy": table,
+                   "final_loss": round(contrastive.item(), 4),
+                   "position_aux_weight": args.position_aux_weight,
+                   "final_position_loss": round(position.item(), 4) if args.position_aux_weight else None, "zero_shot_accuracy": table,
                    "zero_shot_pairs": {f"{cat}/{kind}": t for (cat, kind), (c, t) in sorted(accuracy.items())}}
         (tmp / "training_summary.json").write_text(json.dumps(summary, indent=1))
         print("summary", json.dumps(summary), flush=True)

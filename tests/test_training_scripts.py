@@ -35,3 +35,15 @@ def test_classifier_script(tmp_path):
     stdout = _run("train_classifier.py", "--epochs", "1", "--out", str(tmp_path / "clf"))
     assert "held-out accuracy" in stdout
     DigitClassifier.from_pretrained(tmp_path / "clf")
+
+
+def test_shapes_clip_script_with_the_position_objective(tmp_path):
+    import json
+
+    from diffalign.shapes.clip import load_shapes_clip
+
+    out = tmp_path / "clip"
+    _run("train_shapes_clip.py", "--steps", "3", "--batch", "16", "--position-aux-weight", "1", "--out", str(out))
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["position_aux_weight"] == 1 and summary["final_position_loss"] > 0
+    load_shapes_clip(out)  # the head is training-only: the folder is a plain CLIPModel

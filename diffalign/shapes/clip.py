@@ -93,6 +93,30 @@ class ShapesClipBackbone(nn.Module):
         return (100.0 * (self.encode_image(images) * self.encode_text(texts)).sum(-1)).clamp(min=0.0)
 
 
+def shape_centroids(scenes) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each shape is in each scene: the target of the training-only auxiliary position objective.
+
+    Returns ``(centres, present)``: ``centres`` (N, len(SHAPES), 2) is the mean (x, y) centre of the
+    scene's objects of each shape, scaled to [-1, 1] (absent shapes hold 0), and ``present`` (N, len(SHAPES))
+    marks the shapes the scene has. Position captions name two different shapes, so these centres decide
+    every relation the world can caption.
+    """
+    from .captions import SHAPES
+    from .scenes import SIZE
+
+    centres = torch.zeros(len(scenes), len(SHAPES), 2)
+    counts = torch.zeros(len(scenes), len(SHAPES))
+    for row, scene in enumerate(scenes):
+        for obj in scene.objects:
+            column = SHAPES.index(obj.shape)
+            centres[row, column] += torch.tensor([obj.cx, obj.cy], dtype=torch.float32)
+            counts[row, column] += 1
+    present = counts > 0
+    centres = centres / counts.clamp(min=1).unsqueeze(-1)
+    centres = torch.where(present.unsqueeze(-1), centres / (SIZE - 1) * 2 - 1, torch.zeros_like(centres))
+    return centres, present
+
+
 def load_shapes_clip(directory: str | Path | None = None) -> ShapesClipBackbone:
     """The embedded shapes-clip (or one saved by ``scripts/train_shapes_clip.py --out DIR``), frozen."""
     directory = Path(directory) if directory is not None else DIRECTORY
