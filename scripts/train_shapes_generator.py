@@ -98,6 +98,9 @@ def main() -> None:
     parser.add_argument("--layout-fraction", type=float, default=0.0,
                         help="fraction of each batch whose timestep is drawn from the noisiest 40%% (where the "
                              "layout is decided; epsilon-MSE under uniform timesteps gives it little weight)")
+    parser.add_argument("--layout-x0-cap", type=float, default=0.0,
+                        help="weight those samples' loss by min((1 - abar) / abar, CAP), i.e. MSE on the predicted "
+                             "clean latent (clipped): 0 keeps plain epsilon-MSE")
     args = parser.parse_args()
     category_weights = None
     if args.category_weights:
@@ -151,7 +154,12 @@ def main() -> None:
             noise = torch.randn(latents.shape, generator=generator)
             abar = alphas_cumprod[timesteps].view(-1, 1, 1, 1)
             noisy = abar.sqrt() * latents + (1 - abar).sqrt() * noise
-            loss = F.mse_loss(unet(noisy, timesteps, encoder_hidden_states=hidden).sample, noise)
+            per_sample = (unet(noisy, timesteps, encoder_hidden_states=hidden).sample - noise).pow(2).mean(dim=(1, 2, 3))
+            weights = torch.ones(args.batch)
+            if args.layout_x0_cap > 0:  # the x0-error of a swapped pair is large; its epsilon-error at high noise is not
+                snr_inverse = ((1 - abar) / abar).view(-1)
+                weights[layout] = snr_inverse[layout].clamp(max=args.layout_x0_cap)
+            loss = (weights * per_sample).mean()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -175,6 +183,7 @@ def main() -> None:
         write_prompt_files(tmp / "prompts")  # the world's train/test prompt sets travel with its model
         summary = {"steps": args.steps, "batch": args.batch, "scenes": args.scenes, "lr": args.lr, "init": args.init,
                    "category_weights": category_weights, "layout_fraction": args.layout_fraction,
+                   "layout_x0_cap": args.layout_x0_cap,
                    "seconds_total": round(time.time() - start, 1), "seconds_training": round(time.time() - train_start, 1),
                    "final_loss_last200": round(float(np.mean(losses[-200:])), 4), "vae_scaling_factor": scale}
         (tmp / "training_summary.json").write_text(json.dumps(summary, indent=1))
