@@ -121,3 +121,21 @@ def test_forest_trees_run_one_at_a_time_in_a_fixed_order(oracle):
     assert results == [0, 1, 2, 3] and max(overlaps) == 1
     assert order == [0, 1, 2, 3] * 3 and stats["calls"] == 3 and stats["rows_per_call"] == 8
     assert stats["network_seconds"] > 0 and stats["network_cpu_seconds"] > 0
+
+
+def test_forest_steps_all_trees_rows_in_one_kernel_call(oracle, monkeypatch):
+    # the kernel step (dozens of small tensor ops) runs once per shared call, not once per tree and call
+    from diffalign import kernels
+
+    stepped = []
+    original = kernels.FlowSDE.__call__
+
+    def counted(self, pred, t_next):
+        stepped.append(len(pred.x))
+        return original(self, pred, t_next)
+
+    monkeypatch.setattr(kernels.FlowSDE, "__call__", counted)
+    out = da.sample(oracle, reward, sampler="dts-star", prompts=["a", "b", "c"] * 4, num_samples=1, nfe=200, steps=6,
+                    seed=0, branch_every=2, max_rows=40, progress=False)
+    assert len(stepped) == out.info["model_calls"] and sum(stepped) == out.nfe
+    assert max(stepped) == 40  # the cap cuts calls (and their steps) within a tree's rows too

@@ -94,10 +94,9 @@ class RolloutPool:
         s = self.step
         self.calls += 1
         s_device = s.to(self.device)
-        pred = model.predict(self.x, self.grid[s_device], index_condition(self.cond, torch.zeros(len(s), dtype=torch.long,
-                                                                                                  device=self.device)))
         noise = torch.randn(self.x.shape, generator=self.generator, device=self.device, dtype=self.dtype)
-        self.x = self.kernel(pred, self.grid[s_device + 1]).sample(noise)
+        rows_cond = index_condition(self.cond, torch.zeros(len(s), dtype=torch.long, device=self.device))
+        self.x = model.denoise_step(self.x, self.grid[s_device], rows_cond, self.kernel, self.grid[s_device + 1], noise)
         self.step = s + 1
         arrived = [i for i, step in enumerate(self.step.tolist()) if step in self.level_of_step]
         if arrived:
