@@ -41,8 +41,13 @@ from ..models.wrappers import DenoiserWrapper
 
 __all__ = ["DEFAULT_MAX_ROWS", "SharedCallModel", "run_forest"]
 
-#: rows per shared network call by default: on this project's 2-core CPU the embedded networks' cost per
-#: row flattens out from about 200 rows; raise it on a GPU, where 1,000+ rows still get cheaper per row
+#: rows (samples) per shared network call by default: where the embedded networks are cheapest per row on
+#: this project's CPU. Measured on 1 thread (benchmarks/model_speed.py --batch-size 128 256 384 512 1024,
+#: results/model_speed-per-row*.md): digits costs 295-318 us per row at 128 rows, 266-268 at 256, 258-271
+#: at 384, 275-289 at 512 and 343-361 at 1,024; shapes 1,539 / 1,553 / 1,615 / 1,546 / 1,816 us. 256 is
+#: cheapest or within 3% of it (noise between runs) for both, and 1,024 rows cost 25-30% more per row.
+#: Under CFG the network sees twice the rows (512 for 256 samples), still on the flat part for shapes.
+#: Raise it on a GPU, where 1,000+ rows still get cheaper per row.
 DEFAULT_MAX_ROWS = 256
 
 
