@@ -34,6 +34,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from ..kernels import _times_like
 from ..models.conditioning import broadcast_condition, cat_conditions, condition_batch_size
 from ..models.denoiser import Denoiser, _time_batch
 from ..models.prediction import Prediction
@@ -252,7 +253,8 @@ class SharedCallModel(DenoiserWrapper):
     def denoise_step(self, x, t, cond, kernel, t_next, noise) -> torch.Tensor:
         """x at ``t_next``, with the kernel step run once for the rows of every tree in the shared call."""
         req = self._request(x, t, cond)
-        req.kernel, req.t_next, req.noise = kernel, _time_batch(t_next, x), noise
+        # the next times as Kernel.step reads them (float64: a Python float must not pass through float32)
+        req.kernel, req.t_next, req.noise = kernel, _times_like(t_next, req.t), noise
         return self._coordinator.request(self._tree, req)
 
     @staticmethod
