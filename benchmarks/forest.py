@@ -1,6 +1,9 @@
 """A forest of trees: DTS* and DTS over a prompt set, sharing model calls (design.md §3b).
 
-On the embedded ``digits`` UNet with the prompt-aware ``digit`` reward (each prompt names a digit), it
+On an embedded model -- ``--model digits`` (default: the digits UNet, 50 steps, the prompt-aware
+``digit`` reward: each prompt names a digit) or ``--model shapes`` (the shapes UNet under CFG 3, 20
+steps, prompts from ``diffalign/data/shapes/prompts/test.txt`` spread over the file, the
+``shapes-verifier`` reward with ``partial=True``: benchmarks/shapes_inference.py's search setting) -- it
 measures the cost per NFE of one prompt-set call with 1, 4, 16 and 64 prompts -- one tree per prompt,
 all trees sharing every model call -- against best-of-n (for ``dts-star``) and SIR (for ``dts``) over
 the same prompts at the same NFE per prompt, and the rows per shared call. Targets (issue): at 16
@@ -20,9 +23,14 @@ per prompt (the issue asks for 1e5; the default here is 3e4, about 5 minutes of 
 a search task where best-of-n improves slowly: each prompt names a digit, and the reward is closeness
 to one held-out test image of that digit, -100 mean((x - x_ref)^2) (benchmarks/search.py's task, one
 reference per prompt). DTS* runs at growing budgets until its mean reaches the target; the time to
-reach it is log-interpolated between the two budgets that bracket it.
+reach it is log-interpolated between the two budgets that bracket it (digits only).
 
-    python benchmarks/forest.py [--quick] [--threads 1] [--repeats 3] [--trees 16] [--reach [--reach-nfe 30000]]
+The shapes network costs about 5x the digits one per row, so its NFE per prompt are smaller (quick:
+320, about 8 rollouts of 20 steps x 2 CFG passes per prompt; full: 1,600). Results go to
+``benchmarks/results/forest[-...].md`` (digits) and ``forest-shapes[-...].md`` (shapes).
+
+    python benchmarks/forest.py [--model digits|shapes] [--quick] [--threads 1] [--repeats 3] [--trees 16]
+                                [--reach [--reach-nfe 30000]]
 """
 
 from __future__ import annotations
@@ -32,20 +40,61 @@ import os
 import statistics
 import time
 import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
 import diffalign as da
 from common import parser, result_line, setup, write_markdown
 from diffalign.datasets import load_digits_split
+from diffalign.samplers.forest import DEFAULT_MAX_ROWS
+from diffalign.shapes import inference as shapes_inference
 
-STEPS = 50
+STEPS = 50  # digits; shapes uses shapes_inference.STEPS
+SHAPES_PROMPTS = Path(da.__file__).resolve().parent / "data" / "shapes" / "prompts" / "test.txt"
 
 
-def timed_sample(model, reward, sampler: str, prompts: list[str], nfe: int, seed: int = 0, **options):
+@dataclass
+class Setting:
+    """What one ``--model`` measures: the denoiser samplers see, the reward, prompts, steps and budgets."""
+
+    model: Any
+    reward: Any
+    prompts: Callable[[int], list[str]]
+    steps: int
+    nfe: int  # NFE per prompt of the full run (the 64-tree row: half)
+    quick_nfe: int
+    description: str
+
+
+def digits_setting() -> Setting:
+    return Setting(da.load_model("digits"), da.rewards.get("digit"),  # no target: each prompt names its digit
+                   lambda count: [str(i % 10) for i in range(count)], STEPS, 4_000, 1_000,
+                   f"`digits` UNet, {STEPS} steps, reward `digit` reading each prompt")
+
+
+def shapes_setting() -> Setting:
+    lines = [line.strip() for line in SHAPES_PROMPTS.read_text().splitlines() if line.strip()]
+
+    def prompts(count: int) -> list[str]:  # spread over the file, which lists its prompts category by category
+        return [lines[(i * len(lines) // count) % len(lines)] for i in range(count)]
+
+    cfg = da.CFGDenoiser(da.load_model("shapes"), shapes_inference.CFG_SCALE)
+    return Setting(cfg, da.rewards.get("shapes-verifier", partial=True), prompts, shapes_inference.STEPS, 1_600, 320,
+                   f"`shapes` UNet under CFG {shapes_inference.CFG_SCALE:g} (2 passes per step and sample), "
+                   f"{shapes_inference.STEPS} steps, reward `shapes-verifier` (partial) reading each prompt; prompts "
+                   f"from `diffalign/data/shapes/prompts/test.txt`, spread over the file")
+
+
+SETTINGS = {"digits": digits_setting, "shapes": shapes_setting}
+
+
+def timed_sample(model, reward, sampler: str, prompts: list[str], nfe: int, seed: int = 0, steps: int = STEPS, **options):
     """(output, wall seconds, process CPU seconds) of one prompt-set call."""
     wall, cpu = time.perf_counter(), time.process_time()
-    out = da.sample(model, reward, sampler=sampler, prompts=prompts, num_samples=1, nfe=nfe, steps=STEPS, seed=seed,
+    out = da.sample(model, reward, sampler=sampler, prompts=prompts, num_samples=1, nfe=nfe, steps=steps, seed=seed,
                     progress=False, **options)
     return out, time.perf_counter() - wall, time.process_time() - cpu
 
@@ -54,13 +103,13 @@ def load_text() -> str:
     return "load average {:.1f} / {:.1f} / {:.1f} (1 / 5 / 15 min)".format(*os.getloadavg())
 
 
-def per_nfe_row(model, reward, tree: str, baseline: str, prompts: list[str], nfe: int, repeats: int) -> dict:
+def per_nfe_row(model, reward, tree: str, baseline: str, prompts: list[str], nfe: int, repeats: int, steps: int) -> dict:
     """Medians over ``repeats`` interleaved runs of the forest and its baseline: µs per NFE, wall and CPU."""
     runs = {tree: [], baseline: []}
     info = {}
     for _ in range(repeats):
         for name in (tree, baseline):
-            out, wall, cpu = timed_sample(model, reward, name, prompts, nfe)
+            out, wall, cpu = timed_sample(model, reward, name, prompts, nfe, steps=steps)
             runs[name].append((1e6 * wall / out.nfe, 1e6 * cpu / out.nfe,
                                1e6 * out.info.get("network_seconds", math.nan) / out.nfe,
                                1e6 * (cpu - out.info.get("network_cpu_seconds", math.nan)) / out.nfe))
@@ -74,6 +123,7 @@ def per_nfe_row(model, reward, tree: str, baseline: str, prompts: list[str], nfe
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
+    p.add_argument("--model", choices=sorted(SETTINGS), default="digits", help="the embedded model to measure on")
     p.add_argument("--repeats", type=int, default=None, help="interleaved runs per row (default 2 with --quick, else 1)")
     p.add_argument("--reach", action="store_true", help="also measure the time to reach best-of-n's reward")
     p.add_argument("--reach-nfe", type=int, default=30_000, help="best-of-n's NFE per prompt in --reach (issue: 1e5)")
@@ -81,43 +131,47 @@ def main() -> None:
     p.add_argument("--trees", type=int, nargs="+", default=None, help="tree counts to measure (default 1 4 16 [64]; "
                    "the RESULT line needs 16)")
     args = p.parse_args()
+    if args.model != "digits" and (args.reach or args.reach_only):
+        p.error(f"--reach measures on digits only (its reward matches held-out digit images); got --model {args.model}")
     setup(args)
     warnings.simplefilter("ignore", da.SamplingWarning)
     repeats = args.repeats or (2 if args.quick else 1)
-    model = da.load_model("digits")
-    reward = da.rewards.get("digit")  # no target: each prompt names its digit
-    da.sample(model, reward, sampler="dts-star", prompts=["0", "1"], nfe=500, steps=STEPS, progress=False)  # warm-up
+    setting = SETTINGS[args.model]()
+    model, reward = setting.model, setting.reward
+    da.sample(model, reward, sampler="dts-star", prompts=setting.prompts(2), nfe=10 * setting.steps, steps=setting.steps,
+              progress=False)  # warm-up
     load_before = load_text()
     rows, ratios, sections = [], {}, []
     if not args.reach_only:
         counts = args.trees or ([1, 4, 16] if args.quick else [1, 4, 16, 64])
-        nfe = 1_000 if args.quick else 4_000
+        nfe = setting.quick_nfe if args.quick else setting.nfe
         per_prompt_nfe = {1: nfe, 4: nfe, 16: nfe, 64: nfe // 2}
         for count in counts:
-            prompts = [str(i % 10) for i in range(count)]
+            prompts = setting.prompts(count)
             budget = per_prompt_nfe[count]
             for tree, baseline in (("dts-star", "best-of-n"), ("dts", "sir")):
-                m = per_nfe_row(model, reward, tree, baseline, prompts, budget, repeats)
+                m = per_nfe_row(model, reward, tree, baseline, prompts, budget, repeats, setting.steps)
                 ratios[(tree, count)] = (m["wall"] / m["base_wall"], m["cpu"] / m["base_cpu"])
                 rows.append([tree, count, budget, f"{m['wall']:.0f}", f"{m['cpu']:.0f}", baseline, f"{m['base_wall']:.0f}",
                              f"{m['base_cpu']:.0f}", f"{ratios[(tree, count)][0]:.2f}", f"{ratios[(tree, count)][1]:.2f}",
                              f"{m['network']:.0f}", f"{m['outside']:.0f}", f"{m['rows_per_call']:.0f}"])
                 print(rows[-1], flush=True)
         sections.append(
-            f"`digits` UNet, {STEPS} steps, reward `digit` reading each prompt; one prompt-set call per row, one tree per "
-            f"prompt, every tree's rows in shared calls (max_rows 256; best-of-n and SIR call 512 rows). NFE per prompt as "
+            f"{setting.description}; one prompt-set call per row, one tree per "
+            f"prompt, every tree's rows in shared calls (max_rows {DEFAULT_MAX_ROWS}; best-of-n and SIR call 512 rows). NFE per prompt as "
             f"listed. Medians of {repeats} interleaved run(s) of each sampler; µs per NFE in wall time and in process CPU "
             "time (the CPU ratio is the one to trust on a loaded machine); `forest network`: the wall time of the shared "
             "network calls per NFE; `forest outside network`: the process CPU time spent outside them per NFE -- the "
             "trees' own Python (selection, kernel steps, bookkeeping), the reward and the coordination.")
     if args.reach:
         sections.append(reach(model, args.reach_nfe))
-    command = "python benchmarks/forest.py" + (" --quick" if args.quick else "") + f" --threads {args.threads}" + (
+    command = "python benchmarks/forest.py" + (f" --model {args.model}" if args.model != "digits" else "") + (
+        " --quick" if args.quick else "") + f" --threads {args.threads}" + (
         f" --repeats {args.repeats}" if args.repeats else "") + (
         " --trees " + " ".join(map(str, args.trees)) if args.trees else "") + (
         f" --reach --reach-nfe {args.reach_nfe}" if args.reach else "") + (" --reach-only" if args.reach_only else "")
     notes = "\n\n".join(sections + [f"Command: `{command}`. Machine load: before, {load_before}; after, {load_text()}."])
-    name = "forest" + (f"-reach-{args.reach_nfe}" if args.reach_only else "") + ("-" + "-".join(map(str, args.trees)) if args.trees else "")
+    name = "forest" + (f"-{args.model}" if args.model != "digits" else "") + (f"-reach-{args.reach_nfe}" if args.reach_only else "") + ("-" + "-".join(map(str, args.trees)) if args.trees else "")
     path = write_markdown(name, "Forest of trees: µs per NFE against best-of-n and SIR" if rows else "Forest of trees: reach",
                           rows, ["sampler", "trees (prompts)", "NFE per prompt", "µs / NFE wall", "µs / NFE CPU",
                                  "baseline", "baseline µs / NFE wall", "baseline µs / NFE CPU", "ratio wall",
@@ -126,7 +180,7 @@ def main() -> None:
     print(f"wrote {path}")
     if ("dts-star", 16) in ratios:
         star, exact = ratios[("dts-star", 16)], ratios[("dts", 16)]
-        result_line("forest", dts_star_vs_best_of_n_16_wall=f"{star[0]:.2f}", cpu=f"{star[1]:.2f}", target_star="1.15",
+        result_line("forest", model=args.model, dts_star_vs_best_of_n_16_wall=f"{star[0]:.2f}", cpu=f"{star[1]:.2f}", target_star="1.15",
                     dts_vs_sir_16_wall=f"{exact[0]:.2f}", dts_cpu=f"{exact[1]:.2f}", target_dts="1.10",
                     met=str(star[0] <= 1.15 and exact[0] <= 1.10).lower())
     elif REACH_RESULT:

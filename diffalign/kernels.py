@@ -77,6 +77,22 @@ class Kernel:
     def __call__(self, pred: Prediction, t_next: torch.Tensor) -> GaussianStep:
         raise NotImplementedError
 
+    def step_parameters(self) -> Optional[tuple]:
+        """What, with the class, defines the step: two kernels of one class with equal parameters step
+        alike and compare equal, so a forest (``samplers/forest.py``) steps all its trees' rows in one
+        call. None (the default for a kernel that does not say): a kernel equals only itself."""
+        return None
+
+    def __eq__(self, other) -> bool:
+        mine = self.step_parameters()
+        if mine is None or type(other) is not type(self):
+            return self is other
+        return other.step_parameters() == mine
+
+    def __hash__(self) -> int:
+        mine = self.step_parameters()
+        return id(self) if mine is None else hash((type(self), mine))
+
     def step(self, pred: Prediction, t_next, noise: Optional[torch.Tensor]) -> torch.Tensor:
         """x_{t_next} = mean + std * noise (design.md's (x, pred, t, t_next, noise) -> x_next)."""
         t_next = _times_like(t_next, pred.t)
@@ -118,6 +134,9 @@ class DDIM(Kernel):
         mean = a_next.to(x.dtype) * pred.x0 + eps_coef.to(x.dtype) * pred.eps
         return GaussianStep(mean, var.sqrt())
 
+    def step_parameters(self):
+        return (self.eta,)
+
     def __repr__(self):
         return f"DDIM(eta={self.eta})"
 
@@ -138,6 +157,9 @@ class Euler(Kernel):
         dt = _coefs64(lambda t: t, pred.x, t_next - pred.t)
         mean = pred.x + dt.to(pred.x.dtype) * pred.flow
         return GaussianStep(mean, torch.zeros_like(dt))
+
+    def step_parameters(self):
+        return ()
 
     def __repr__(self):
         return "Euler()"
@@ -190,6 +212,9 @@ class FlowSDE(Kernel):
         eps_coef = h * g2 / (2.0 * _coefs64(pred.schedule.sigma, x, pred.t))
         mean = x - h.to(dtype) * pred.flow - eps_coef.to(dtype) * pred.eps
         return GaussianStep(mean, (g2 * h).sqrt())
+
+    def step_parameters(self):
+        return (self.noise_level,)
 
     def __repr__(self):
         return f"FlowSDE(noise_level={self.noise_level})"

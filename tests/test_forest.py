@@ -121,3 +121,47 @@ def test_forest_trees_run_one_at_a_time_in_a_fixed_order(oracle):
     assert results == [0, 1, 2, 3] and max(overlaps) == 1
     assert order == [0, 1, 2, 3] * 3 and stats["calls"] == 3 and stats["rows_per_call"] == 8
     assert stats["network_seconds"] > 0 and stats["network_cpu_seconds"] > 0
+
+
+def test_forest_steps_all_trees_rows_in_one_kernel_call(oracle, monkeypatch):
+    # the kernel step (dozens of small tensor ops) runs once per shared call, not once per tree and call
+    from diffalign import kernels
+
+    stepped = []
+    original = kernels.FlowSDE.__call__
+
+    def counted(self, pred, t_next):
+        stepped.append(len(pred.x))
+        return original(self, pred, t_next)
+
+    monkeypatch.setattr(kernels.FlowSDE, "__call__", counted)
+    out = da.sample(oracle, reward, sampler="dts-star", prompts=["a", "b", "c"] * 4, num_samples=1, nfe=200, steps=6,
+                    seed=0, branch_every=2, max_rows=40, progress=False)
+    assert len(stepped) == out.info["model_calls"] and sum(stepped) == out.nfe
+    assert max(stepped) == 40  # the cap cuts calls (and their steps) within a tree's rows too
+
+
+@pytest.mark.parametrize("max_rows", [256, 4])
+def test_a_shared_call_mixes_predictions_and_steps_of_several_kernels(oracle, max_rows):
+    # plain predictions, steps of two kernels and a noiseless step share calls (cut across calls at 4
+    # rows): each tree gets exactly what the model and its kernel give it alone
+    from diffalign.samplers.forest import run_forest
+
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.randn(3, 2, generator=g) for _ in range(4)]
+    noises = [torch.randn(3, 2, generator=g) for _ in range(4)]
+    cond = oracle.encode_condition("b", 1)
+    sde, ddpm = da.kernels.get_kernel("flow-sde"), da.kernels.get_kernel("ddpm")
+    jobs = [lambda m: m.predict(xs[0], 0.5, cond),
+            lambda m: m.denoise_step(xs[1], 0.5, cond, sde, 0.4, noises[1]),
+            lambda m: m.denoise_step(xs[2], torch.tensor([0.5, 0.3, 0.7]), cond, ddpm, torch.tensor([0.4, 0.2, 0.6]),
+                                     noises[2]),
+            lambda m: m.denoise_step(xs[3], 0.5, cond, sde, 0.4, None)]
+    results, stats = run_forest(oracle, jobs, max_rows=max_rows)
+    alone = oracle.predict(xs[0], 0.5, cond)
+    assert torch.equal(results[0].x0, alone.x0) and torch.equal(results[0].eps, alone.eps)
+    assert torch.equal(results[1], sde.step(oracle.predict(xs[1], 0.5, cond), 0.4, noises[1]))
+    t, t_next = torch.tensor([0.5, 0.3, 0.7]), torch.tensor([0.4, 0.2, 0.6])
+    assert torch.equal(results[2], ddpm.step(oracle.predict(xs[2], t, cond), t_next, noises[2]))
+    assert torch.equal(results[3], sde.step(oracle.predict(xs[3], 0.5, cond), 0.4, None))
+    assert stats["calls"] == (1 if max_rows == 256 else 3)

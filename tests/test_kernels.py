@@ -92,3 +92,18 @@ def test_last_step_returns_x0_hat():
 def test_unknown_kernel_lists_choices():
     with pytest.raises(da.DiffalignError, match="valid choices: ddim, ddpm, euler, flow-sde"):
         da.kernels.get_kernel("heun")
+
+
+def test_kernels_with_equal_parameters_are_equal():
+    # a forest steps the rows of all trees whose kernels compare equal in one call (samplers/forest.py)
+    get = da.kernels.get_kernel
+    assert get("ddpm") == get("ddim", eta=1.0) and hash(get("ddpm")) == hash(get("ddim", eta=1.0))
+    assert get("ddim", eta=0.5) != get("ddpm") and get("flow-sde") == get("flow-sde") != get("flow-sde", noise_level=0.3)
+    assert da.Euler() == da.Euler() != da.DDIM(eta=0.0)
+
+    class Custom(da.Kernel):  # a kernel that does not state its parameters equals only itself
+        def __call__(self, pred, t_next):
+            return da.DDIM(eta=1.0)(pred, t_next)
+
+    one = Custom()
+    assert one == one and one != Custom() and len({one, Custom()}) == 2

@@ -74,6 +74,13 @@ class Denoiser(nn.Module):
         t = _time_batch(t, x)
         return Prediction.from_output(self.prediction, self(x, t, cond), x, t, self.schedule)
 
+    def denoise_step(self, x: torch.Tensor, t, cond: Condition, kernel, t_next, noise: Optional[torch.Tensor]) -> torch.Tensor:
+        """One model call and one ``kernel`` step: x at ``t_next`` (``kernel.step(self.predict(x, t, cond),
+        t_next, noise)``). A forest's shared model (``samplers/forest.py``) overrides it to step all its
+        trees' rows at once; a wrapper that changes :meth:`predict` (guidance) inherits this definition,
+        so the step always sees the wrapped prediction."""
+        return kernel.step(self.predict(x, t, cond), t_next, noise)
+
     def decode(self, x0: torch.Tensor) -> torch.Tensor:
         """Model space -> reward space (identity by default)."""
         return x0

@@ -125,10 +125,19 @@ class NFECounter(DenoiserWrapper):
         return batch_size * self.inner.evals_for(cond, t)
 
     def predict(self, x, t, cond: Condition = None) -> Prediction:
+        self._charge(x, t, cond)
+        return self.inner.predict(x, t, cond)
+
+    def denoise_step(self, x, t, cond, kernel, t_next, noise) -> torch.Tensor:
+        # counting does not change the prediction, so the inner model's step (a forest's shared step) is used
+        self._charge(x, t, cond)
+        return self.inner.denoise_step(x, t, cond, kernel, t_next, noise)
+
+    def _charge(self, x, t, cond: Condition) -> None:
+        """Count one call on ``x``, or refuse it if it would exceed the budget."""
         cost = self.cost(x.shape[0], cond, t)
         if self.budget is not None and self.count + cost > self.budget:
             raise BudgetExceeded(f"model call of {cost} NFE would exceed the budget ({self.count}/{self.budget} spent)")
         if cond is not None and condition_batch_size(cond) not in (None, 1, x.shape[0]):
             raise DiffalignError(f"conditioning has batch {condition_batch_size(cond)} but x has {x.shape[0]}")
         self.count += cost
-        return self.inner.predict(x, t, cond)

@@ -382,9 +382,8 @@ class DTSSampler(Sampler):
                 rows_cond = index_condition(cond, torch.zeros(hi - lo, dtype=torch.long, device=model.device))
                 passed = []
                 for i in range(start, steps):
-                    pred = model.predict(x, grid[i], rows_cond)
                     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-                    x = kernel.step(pred, grid[i + 1], noise)
+                    x = model.denoise_step(x, grid[i], rows_cond, kernel, grid[i + 1], noise)
                     if i + 1 in record:
                         passed.append((record[i + 1], x))
                     bar.update(evals * (hi - lo))

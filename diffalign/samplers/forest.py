@@ -8,15 +8,20 @@ or several per prompt (``trees_per_prompt``) -- can share calls without sharing 
 :class:`SharedCallModel` proxy, one tree at a time: a tree runs until its next model call (or its end)
 and hands a baton to the next tree; when every live tree is waiting, the main thread runs all waiting
 rows as one network call (``max_rows`` at most; a larger set is cut into several calls, a request's
-rows across two if need be), and each tree gets back exactly its rows. Nothing else is shared: each
+rows across two if need be), and each tree gets back exactly its rows. A tree that asks for a model
+call and a kernel step together (:meth:`~diffalign.models.Denoiser.denoise_step`, what the tree
+samplers do) gets its next states back, and the step runs once on all such rows of the call (one
+call per distinct kernel), not once per tree: a step is a few dozen small tensor operations whose
+cost hardly depends on the rows. Nothing else is shared: each
 tree has its own sampler state, generator, NFE budget and reward binding, so its selection, values,
 budget and outputs are those it has alone, whenever the network's output for a row does not depend on
 its batch mates (the prompt benchmark found the embedded UNet bit-identical across batch compositions;
-tests check it on exact oracles).
+tests check it on exact oracles; the kernel step is elementwise, so a row's next state does not
+depend on its batch mates either).
 
 The trees' Python work runs one tree at a time, so the Python cost per NFE is that of one tree alone,
-whatever the number of trees, plus one thread hand-over per tree and call; the network call, the part
-that grows with rows, runs once for all of them.
+whatever the number of trees, plus one thread hand-over per tree and call; the network call and the
+kernel step, the parts that grow with rows, run once for all of them.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from ..kernels import _times_like
 from ..models.conditioning import broadcast_condition, cat_conditions, condition_batch_size
 from ..models.denoiser import Denoiser, _time_batch
 from ..models.prediction import Prediction
@@ -36,8 +42,13 @@ from ..models.wrappers import DenoiserWrapper
 
 __all__ = ["DEFAULT_MAX_ROWS", "SharedCallModel", "run_forest"]
 
-#: rows per shared network call by default: on this project's 2-core CPU the embedded networks' cost per
-#: row flattens out from about 200 rows; raise it on a GPU, where 1,000+ rows still get cheaper per row
+#: rows (samples) per shared network call by default: where the embedded networks are cheapest per row on
+#: this project's CPU. Measured on 1 thread (benchmarks/model_speed.py --batch-size 128 256 384 512 1024,
+#: results/model_speed-per-row*.md): digits costs 295-318 us per row at 128 rows, 266-268 at 256, 258-271
+#: at 384, 275-289 at 512 and 343-361 at 1,024; shapes 1,539 / 1,553 / 1,615 / 1,546 / 1,816 us. 256 is
+#: cheapest or within 3% of it (noise between runs) for both, and 1,024 rows cost 25-30% more per row.
+#: Under CFG the network sees twice the rows (512 for 256 samples), still on the flat part for shapes.
+#: Raise it on a GPU, where 1,000+ rows still get cheaper per row.
 DEFAULT_MAX_ROWS = 256
 
 
@@ -46,7 +57,11 @@ class _Request:
     x: torch.Tensor
     t: torch.Tensor
     cond: Any
-    result: Optional[Prediction] = None
+    # a denoise_step request: the kernel, the next times (B,) and the noise; result is then x at t_next
+    kernel: Any = None
+    t_next: Optional[torch.Tensor] = None
+    noise: Optional[torch.Tensor] = None
+    result: Optional[Prediction | torch.Tensor] = None
     error: Optional[BaseException] = None
 
 
@@ -78,8 +93,7 @@ class _Coordinator:
         """A tree's thread waits for its first turn."""
         self.turns[tree].acquire()
 
-    def request(self, tree: int, x, t, cond) -> Prediction:
-        req = _Request(x, _time_batch(t, x), cond)
+    def request(self, tree: int, req: _Request) -> Prediction | torch.Tensor:
         self.pending.append((tree, req))
         self._pass_baton()
         self.turns[tree].acquire()
@@ -127,12 +141,16 @@ class _Coordinator:
             self.network_cpu_seconds += time.thread_time() - start_cpu
             self.calls += 1
             self.rows += x.shape[0]
-            start = 0
+            places, start = [], 0  # each segment's rows in the call
             for r, rows in segments:
-                size = rows.stop - rows.start
-                mine = slice(start, start + size)
-                start += size
-                pieces[id(r)].append((pred.x0[mine], pred.eps[mine], _rows(pred.alpha, mine), _rows(pred.sigma, mine)))
+                places.append(slice(start, start + rows.stop - rows.start))
+                start = places[-1].stop
+            stepped = _steps(pred, segments, places)
+            for (r, rows), mine in zip(segments, places):
+                if r.kernel is not None:
+                    pieces[id(r)].append(stepped[id(r)])
+                else:
+                    pieces[id(r)].append((pred.x0[mine], pred.eps[mine], _rows(pred.alpha, mine), _rows(pred.sigma, mine)))
         except BaseException as error:  # every waiting tree sees the failure instead of hanging
             for r, _ in segments:
                 r.error = error
@@ -149,8 +167,42 @@ def _condition_rows(req: _Request, rows: slice):
     return None if cond is None else {key: value[rows] for key, value in cond.items()}
 
 
-def _assemble(req: _Request, pieces: list, schedule) -> Prediction:
-    """A request's prediction from the slices of one or more calls (exact: rows never mix)."""
+def _steps(pred: Prediction, segments: list[tuple[_Request, slice]], places: list[slice]) -> dict:
+    """The next states of the denoise_step segments of one call: one kernel step per distinct kernel (and
+    noise or none) over all its rows. Returns {id(request): its rows of the result}."""
+    groups: dict = {}
+    for (r, rows), mine in zip(segments, places):
+        if r.kernel is not None:
+            groups.setdefault((r.kernel, r.noise is None), []).append((r, rows, mine))
+    stepped = {}
+    for (kernel, noiseless), members in groups.items():
+        whole = len(members) == len(segments)  # the usual case: every row of the call steps with one kernel
+        part = pred if whole else _prediction_rows(pred, [mine for _, _, mine in members])
+        t_next = torch.cat([r.t_next[rows] for r, rows, _ in members])
+        noise = None if noiseless else torch.cat([r.noise[rows] for r, rows, _ in members])
+        x_next = kernel.step(part, t_next, noise)
+        start = 0
+        for r, rows, _ in members:
+            size = rows.stop - rows.start
+            stepped[id(r)] = x_next[start:start + size]
+            start += size
+    return stepped
+
+
+def _prediction_rows(pred: Prediction, places: list[slice]) -> Prediction:
+    """The rows ``places`` of a prediction, as one prediction."""
+    def take(value):
+        return torch.cat([value[mine] for mine in places]) if _per_row(value) else value
+
+    return Prediction(take(pred.x), take(pred.t), take(pred.x0), take(pred.eps), pred.schedule, take(pred.alpha),
+                      take(pred.sigma))
+
+
+def _assemble(req: _Request, pieces: list, schedule) -> Prediction | torch.Tensor:
+    """A request's prediction (or, for a denoise_step, its next states) from the slices of one or more calls
+    (exact: rows never mix)."""
+    if req.kernel is not None:
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
     if len(pieces) == 1:
         x0, eps, alpha, sigma = pieces[0]
     else:
@@ -161,9 +213,12 @@ def _assemble(req: _Request, pieces: list, schedule) -> Prediction:
 
 
 def _rows(coefficient: Optional[torch.Tensor], rows: slice):
-    if coefficient is None or coefficient.ndim == 0 or coefficient.shape[0] == 1:
-        return coefficient
-    return coefficient[rows]
+    return coefficient[rows] if _per_row(coefficient) else coefficient
+
+
+def _per_row(value: Optional[torch.Tensor]) -> bool:
+    """Whether a prediction field has a row per sample (a coefficient may be one value for the batch)."""
+    return value is not None and value.ndim > 0 and value.shape[0] != 1
 
 
 def _pack(batch: list[_Request], max_rows: int) -> list[list[tuple[_Request, slice]]]:
@@ -193,9 +248,20 @@ class SharedCallModel(DenoiserWrapper):
         self._coordinator, self._tree = coordinator, tree
 
     def predict(self, x, t, cond=None) -> Prediction:
+        return self._coordinator.request(self._tree, self._request(x, t, cond))
+
+    def denoise_step(self, x, t, cond, kernel, t_next, noise) -> torch.Tensor:
+        """x at ``t_next``, with the kernel step run once for the rows of every tree in the shared call."""
+        req = self._request(x, t, cond)
+        # the next times as Kernel.step reads them (float64: a Python float must not pass through float32)
+        req.kernel, req.t_next, req.noise = kernel, _times_like(t_next, req.t), noise
+        return self._coordinator.request(self._tree, req)
+
+    @staticmethod
+    def _request(x, t, cond) -> _Request:
         if cond is not None and condition_batch_size(cond) not in (None, 1, x.shape[0]):
             raise ValueError(f"conditioning has batch {condition_batch_size(cond)} but x has {x.shape[0]}")
-        return self._coordinator.request(self._tree, x, t, cond)
+        return _Request(x, _time_batch(t, x), cond)
 
 
 def run_forest(model: Denoiser, jobs: list[Callable[[Denoiser], Any]], max_rows: int = DEFAULT_MAX_ROWS) -> tuple[list, dict]:

@@ -33,6 +33,7 @@ class RolloutPool:
         self.grid = grid.to(self.device)
         self.final = len(grid) - 1
         self.cond = cond
+        self._cond_rows: dict[int, object] = {}  # rows in flight -> the condition repeated to that many rows
         self.level_of_step = {s: level for level, s in enumerate(tree.level_steps)}
         self.x = torch.empty((0, *model.shape), device=model.device, dtype=model.dtype)
         self.step = torch.empty(0, dtype=torch.long)  # grid index of each row (CPU: it drives Python bookkeeping)
@@ -94,25 +95,32 @@ class RolloutPool:
         s = self.step
         self.calls += 1
         s_device = s.to(self.device)
-        pred = model.predict(self.x, self.grid[s_device], index_condition(self.cond, torch.zeros(len(s), dtype=torch.long,
-                                                                                                  device=self.device)))
         noise = torch.randn(self.x.shape, generator=self.generator, device=self.device, dtype=self.dtype)
-        self.x = self.kernel(pred, self.grid[s_device + 1]).sample(noise)
+        self.x = model.denoise_step(self.x, self.grid[s_device], self._rows_cond(len(s)), self.kernel,
+                                    self.grid[s_device + 1], noise)
         self.step = s + 1
-        arrived = [i for i, step in enumerate(self.step.tolist()) if step in self.level_of_step]
+        # the bookkeeping below reads the steps as Python ints: one conversion instead of a tensor op per test
+        steps = self.step.tolist()
+        arrived = [i for i, step in enumerate(steps) if step in self.level_of_step]
         if arrived:
             new = tree.add([self.last[i] for i in arrived], self.x[arrived])
             for i, node in zip(arrived, new):
                 self._arrived(self.last[i], node)
                 self.last[i] = node
             self.reserved_nodes -= len(arrived)
-        done = (self.step == self.final).nonzero().flatten().tolist()
+        done = [i for i, step in enumerate(steps) if step == self.final]
         if not done:
             return [], self.x[:0], []
-        keep = (self.step < self.final).nonzero().flatten()
+        kept = [i for i, step in enumerate(steps) if step != self.final]
+        keep = torch.tensor(kept, dtype=torch.long)
         finished = ([self.last[i] for i in done], self.x[done], [self.log_weight[i] for i in done])
-        kept = keep.tolist()
         self.x, self.step = self.x[keep.to(self.device)], self.step[keep]
         self.last = [self.last[i] for i in kept]
         self.log_weight = [self.log_weight[i] for i in kept]
         return finished
+
+    def _rows_cond(self, rows: int):
+        """The condition for ``rows`` rows, built once per row count (the rows of one tree share one condition)."""
+        if rows not in self._cond_rows:
+            self._cond_rows[rows] = index_condition(self.cond, torch.zeros(rows, dtype=torch.long, device=self.device))
+        return self._cond_rows[rows]
