@@ -66,16 +66,16 @@ def read_poll_times(path: Path) -> dict[int, float]:
     return times
 
 
-def final_fidelity(run_dir: Path) -> tuple[float, float]:
-    """(base, tuned) fidelity on the test prompts: CFG 3, 20 steps, seed 0, one sample per row."""
+def final_fidelity(run_dir: Path) -> tuple[float, float, float]:
+    """(base, tuned, render floor) fidelity on the test prompts: CFG 3, 20 steps, seed 0, one sample per row."""
     import diffalign as da
-    from diffalign.shapes.evaluation import fidelity, load_prompts, sample_images
+    from diffalign.shapes.evaluation import fidelity, fidelity_floor, load_prompts, sample_images
 
     prompts = [row["prompt"] for row in load_prompts("test")]
     base = da.load_model("shapes")
     tuned = da.load_model("shapes", lora=str(run_dir / "final"))
     return (fidelity(sample_images(base, prompts, steps=20, guidance=3.0, seed=0), prompts),
-            fidelity(sample_images(tuned, prompts, steps=20, guidance=3.0, seed=0), prompts))
+            fidelity(sample_images(tuned, prompts, steps=20, guidance=3.0, seed=0), prompts), fidelity_floor(prompts))
 
 
 def main() -> None:
@@ -101,13 +101,14 @@ def main() -> None:
     notes = (f"`configs/{args.method}_shapes.yaml`, run directory `{run_dir.relative_to(ROOT) if run_dir.is_relative_to(ROOT) else run_dir}`: "
              "strict shapes-verifier on the 384 test rows (64 per category, one sample each, CFG 3, 20 steps, fixed "
              "seeds), 'overall' = mean of the category means (GenEval). Minutes: wall time since the base "
-             "evaluation (step 0), on this 2-core CPU. Command: `python benchmarks/shapes_training.py --method {args.method}"
-             + (" --quick`" if args.quick else f" --run-dir {args.run_dir}`" if args.run_dir else "`"))
+             f"evaluation (step 0), on this 2-core CPU. Command: `python benchmarks/shapes_training.py --method {args.method}"
+             + (" --quick" if args.quick else f" --run-dir {args.run_dir}" if args.run_dir else "")
+             + (" --fidelity`" if args.fidelity else "`"))
     final = table[-1]
     extra = {}
     if args.fidelity:
-        base, tuned = final_fidelity(run_dir)
-        notes += f"\n\nFidelity (Frechet distance in shapes-clip image space to renders; floor about 0.007): base {base:.4f}, " \
+        base, tuned, floor = final_fidelity(run_dir)
+        notes += f"\n\nFidelity (Frechet distance in shapes-clip image space to renders; render-vs-render floor {floor:.4f}): base {base:.4f}, " \
                  f"after {args.method} {tuned:.4f} ({tuned / base:.2f}x the base; target within 2x)."
         extra = {"fidelity_ratio": f"{tuned / base:.2f}"}
     path = common.write_markdown(f"shapes_{args.method}", f"{args.method} on shapes: test-prompt accuracy against wall-clock time", rows,
