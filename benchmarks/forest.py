@@ -171,7 +171,7 @@ def main() -> None:
         " --trees " + " ".join(map(str, args.trees)) if args.trees else "") + (
         f" --reach --reach-nfe {args.reach_nfe}" if args.reach else "") + (" --reach-only" if args.reach_only else "")
     notes = "\n\n".join(sections + [f"Command: `{command}`. Machine load: before, {load_before}; after, {load_text()}."])
-    name = "forest" + (f"-{args.model}" if args.model != "digits" else "") + (f"-reach-{args.reach_nfe}" if args.reach_only else "") + ("-" + "-".join(map(str, args.trees)) if args.trees else "")
+    name = "forest" + (f"-{args.model}" if args.model != "digits" else "") + (f"-reach-{args.reach_nfe}" if args.reach_only else "") + ("-" + "-".join(map(str, args.trees)) if args.trees else "") + (f"-threads{args.threads}" if args.threads not in (None, 1) else "")
     path = write_markdown(name, "Forest of trees: µs per NFE against best-of-n and SIR" if rows else "Forest of trees: reach",
                           rows, ["sampler", "trees (prompts)", "NFE per prompt", "µs / NFE wall", "µs / NFE CPU",
                                  "baseline", "baseline µs / NFE wall", "baseline µs / NFE CPU", "ratio wall",
