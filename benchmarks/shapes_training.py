@@ -103,6 +103,7 @@ def main() -> None:
              "seeds), 'overall' = mean of the category means (GenEval). Minutes: wall time since the base "
              f"evaluation (step 0), on this 2-core CPU. Command: `python benchmarks/shapes_training.py --method {args.method}"
              + (" --quick" if args.quick else f" --run-dir {args.run_dir}" if args.run_dir else "")
+             + (f" --times {args.times}" if args.times else "")
              + (" --fidelity`" if args.fidelity else "`"))
     final = table[-1]
     extra = {}
