@@ -76,8 +76,8 @@ class _Coordinator:
     is fixed (the order of their requests), so the composition of every call is reproducible.
     """
 
-    def __init__(self, model: Denoiser, max_rows: int, trees: int):
-        self.model, self.max_rows = model, max_rows
+    def __init__(self, model: Denoiser, max_rows: int, trees: int, threads: int = 1):
+        self.model, self.max_rows, self.threads = model, max_rows, threads
         # tree i may run once turns[i] is released: a held plain lock, released by whichever thread hands
         # the baton over (a Lock, unlike an RLock or a Semaphore, is one C call each way)
         self.turns = [_held_lock() for _ in range(trees)]
@@ -135,6 +135,7 @@ class _Coordinator:
             t = torch.cat([r.t[rows] for r, rows in segments])
             conds = [_condition_rows(r, rows) for r, rows in segments]
             cond = None if conds[0] is None else cat_conditions(conds)
+            torch.set_num_threads(self.threads)  # a tree thread set the process-wide (MKL) count to 1
             with torch.no_grad():
                 pred = self.model.predict(x, t, cond)
             self.network_seconds += time.perf_counter() - start_time
@@ -270,11 +271,17 @@ def run_forest(model: Denoiser, jobs: list[Callable[[Denoiser], Any]], max_rows:
     Returns each job's result, in order, and ``{"calls": ..., "rows_per_call": ...}``. A job's error is
     raised here (the first one, once every job has stopped).
     """
-    coordinator = _Coordinator(model, max_rows, len(jobs))
+    coordinator = _Coordinator(model, max_rows, len(jobs), torch.get_num_threads())
     results: list = [None] * len(jobs)
     errors: list = [None] * len(jobs)
 
     def work(i: int) -> None:
+        # The trees' own torch ops are small: run them on this thread alone. A tree thread that ran a parallel
+        # op would hold an OpenMP team of its own, and 16 such teams slowed the main thread's network calls
+        # (best-of-n in the main thread beside 16 blocked threads that had each run one conv: 1.3x the wall
+        # time at 2 threads). torch's thread count is per thread under OpenMP; the main thread restores its
+        # own before each shared call (the MKL setting is process-wide).
+        torch.set_num_threads(1)
         coordinator.start(i)
         try:
             with torch.no_grad():  # grad mode is per thread
@@ -290,6 +297,7 @@ def run_forest(model: Denoiser, jobs: list[Callable[[Denoiser], Any]], max_rows:
     coordinator.serve()
     for thread in threads:
         thread.join()
+    torch.set_num_threads(coordinator.threads)  # the process-wide count, as the caller had it
     first = next((e for e in errors if e is not None), None)
     if first is not None:
         raise first
