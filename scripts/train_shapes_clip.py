@@ -119,8 +119,10 @@ def main() -> None:
         backbone = ShapesClipBackbone(model, tokenizer, frozen=False).train()
         # reads the normalised image embedding (what the contrastive loss compares with the relation words), so
         # the position has to survive the projection into the joint space, not only the ViT's pooled output
-        centroid_head = torch.nn.Linear(model.config.projection_dim, 2 * len(SHAPES))
-        parameters = list(model.parameters()) + (list(centroid_head.parameters()) if args.position_aux_weight else [])
+        # built only when used: its initialisation draws from torch's global generator, and the earlier stages'
+        # commands must keep drawing the same numbers
+        centroid_head = torch.nn.Linear(model.config.projection_dim, 2 * len(SHAPES)) if args.position_aux_weight else None
+        parameters = list(model.parameters()) + (list(centroid_head.parameters()) if centroid_head else [])
         optimiser = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=0.05)
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=args.lr, total_steps=max(args.steps, 100),
                                                        pct_start=0.05)

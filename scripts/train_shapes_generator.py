@@ -149,17 +149,20 @@ def main() -> None:
             index[torch.rand(args.batch, generator=generator) < args.dropout] = null_index
             hidden = text_encoder(token_table[index])[0]
             timesteps = torch.randint(1000, (args.batch,), generator=generator)
-            layout = torch.rand(args.batch, generator=generator) < args.layout_fraction
-            timesteps[layout] = torch.randint(600, 1000, (int(layout.sum()),), generator=generator)
+            layout = torch.zeros(args.batch, dtype=torch.bool)
+            if args.layout_fraction > 0:  # drawn only when asked, so stage 1's command keeps its random stream
+                layout = torch.rand(args.batch, generator=generator) < args.layout_fraction
+                timesteps[layout] = torch.randint(600, 1000, (int(layout.sum()),), generator=generator)
             noise = torch.randn(latents.shape, generator=generator)
             abar = alphas_cumprod[timesteps].view(-1, 1, 1, 1)
             noisy = abar.sqrt() * latents + (1 - abar).sqrt() * noise
-            per_sample = (unet(noisy, timesteps, encoder_hidden_states=hidden).sample - noise).pow(2).mean(dim=(1, 2, 3))
-            weights = torch.ones(args.batch)
+            predicted = unet(noisy, timesteps, encoder_hidden_states=hidden).sample
             if args.layout_x0_cap > 0:  # the x0-error of a swapped pair is large; its epsilon-error at high noise is not
-                snr_inverse = ((1 - abar) / abar).view(-1)
-                weights[layout] = snr_inverse[layout].clamp(max=args.layout_x0_cap)
-            loss = (weights * per_sample).mean()
+                weights = torch.ones(args.batch)
+                weights[layout] = ((1 - abar) / abar).view(-1)[layout].clamp(max=args.layout_x0_cap)
+                loss = (weights * (predicted - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+            else:
+                loss = F.mse_loss(predicted, noise)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
